@@ -1,0 +1,14 @@
+"""The README's Python examples must run as written."""
+
+import re
+
+from conftest import REPO
+
+
+def test_readme_python_blocks_run():
+    text = (REPO / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert blocks, "README has no python examples"
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), namespace)
