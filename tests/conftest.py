@@ -1,8 +1,13 @@
 import os
-from pathlib import Path
 
-import pytest
-import torch
+# many small BLAS calls on a shared 2-core machine: threads only add contention
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
