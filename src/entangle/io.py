@@ -143,7 +143,7 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> t
     if hashlib.sha256(blob).hexdigest() != header["weights_sha256"]:
         raise ModelFileError(f"{weights_path}: SHA-256 does not match {json_path.name}; "
                              "the weights were modified or belong to another model")
-    cls = _REGISTRY.get(header["model_class"])
+    cls = _REGISTRY.get(header["model_class"]) or _import_models().get(header["model_class"])
     if cls is None:
         raise ModelFileError(f"{json_path}: unknown model class {header['model_class']!r} "
                              f"(known: {', '.join(sorted(_REGISTRY)) or 'none'})")
@@ -160,6 +160,19 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> t
         raise ModelFileError(f"{weights_path}: weights do not fit {cls.__name__}: {err}") from None
     model.metadata = header.get("metadata", {})
     return model.to(map_location)
+
+
+def _import_models() -> dict[str, type[torch.nn.Module]]:
+    """Import entangle's model modules so that their classes register themselves."""
+    import importlib
+
+    for name in ("tnn", "descriptor_tn", "baselines", "nnmpo", "etn"):
+        try:
+            importlib.import_module(f"entangle.models.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"entangle.models.{name}":
+                raise
+    return _REGISTRY
 
 
 def _resize_to(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
