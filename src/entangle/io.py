@@ -6,8 +6,9 @@ ever unpickled: the JSON names a registered model class and holds its config, an
 records the SHA-256 of the weights so a tampered or mismatched pair is refused.
 
 A model is saveable when its class is decorated with :func:`register_model` and it has a
-``config`` attribute (a dataclass) from which ``cls.from_config(config_dict)`` rebuilds it (or,
-without ``from_config``, ``cls(**config_dict)``). Parameters whose shapes changed after
+``config`` attribute (a dataclass, serialised by its ``to_dict()`` if it has one, else by
+``dataclasses.asdict``) from which ``cls.from_config(config_dict)`` rebuilds it (or, without
+``from_config``, ``cls(**config_dict)``). Parameters whose shapes changed after
 construction (bond dimensions grown or truncated by sweeps) are resized on load.
 
 All writes are atomic: a file is written under a temporary name in the same directory and
@@ -80,7 +81,7 @@ def _config_dict(model: torch.nn.Module) -> dict[str, Any]:
     config = getattr(model, "config", None)
     if config is None or not dataclasses.is_dataclass(config):
         raise ModelFileError(f"{type(model).__name__} has no dataclass `config`; it cannot be saved")
-    return dataclasses.asdict(config)
+    return config.to_dict() if hasattr(config, "to_dict") else dataclasses.asdict(config)
 
 
 def save(model: torch.nn.Module, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> tuple[Path, Path]:
