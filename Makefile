@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/entangle demo
+	$(BIN)/entangle demo etn
+	$(BIN)/entangle demo tnn
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

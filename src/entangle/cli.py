@@ -69,12 +69,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     else:
         from entangle.experiments import etn_demo
 
-        results = etn_demo.run(out / "etn", progress=not args.json, seed=args.seed)
-        table = etn_demo.format_table(results)
+        results = etn_demo.run(out / "etn", progress=not args.json, seed=args.seed)  # prints its summary
+        table = None
     if args.json:
         _print_json(results)
     else:
-        print(table)
+        if table:
+            print(table)
         print(f"model, metrics and plots written to {out / args.which}/")
     return 0
 
@@ -132,9 +133,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
         arrays = predict_arrays(io.load(args.model_dir), load(args.data).x)
     elif cls == "ETNPotential":
-        from entangle.train.trainer import predict_etn
-
-        arrays = predict_etn(args.model_dir, args.data)
+        results = io.load(args.model_dir).predict(load(args.data))
+        arrays = {"energy": np.array([r["energy"] for r in results]),  # (n_structures,) eV
+                  "forces": np.concatenate([r["forces"] for r in results])}  # (n_atoms_total, 3) eV/Å
+        if all("stress" in r for r in results):
+            arrays["stress"] = np.stack([r["stress"] for r in results])  # (n_structures, 6) eV/Å^3
     else:
         from entangle.train.descriptor_fit import predict_descriptor_model
 
@@ -208,9 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("help", help="list the subcommands")
 
     p = sub.add_parser("demo", help="run a demonstration job on data the project makes itself")
-    p.add_argument("which", nargs="?", default="tnn", choices=["etn", "tnn"],
-                   help="etn: fit an ETN potential to shipped EMT data and run MD; "
-                        "tnn: the four tensor-neural-network experiments of Jahromi & Orús (default)")
+    p.add_argument("which", nargs="?", default="etn", choices=["etn", "tnn"],
+                   help="etn: fit an ETN potential to shipped EMT data and run MD (default); "
+                        "tnn: the four tensor-neural-network experiments of Jahromi & Orús")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
     p.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
     p.add_argument("--scale", type=float, default=1.0, help="tnn only: shrink data and sweeps (0 < scale <= 1)")

@@ -1,0 +1,117 @@
+"""Losses and error metrics for interatomic potentials.
+
+The loss is eq. (47) of Hodapp & Shapeev, extended by a stress term:
+
+    L = (1/#T) Σ_structures w_s [ w_e (E - E_qm)² + w_f Σ_i |f_i - f_i^qm|² + w_σ |σ - σ_qm|² ],
+
+with ``w_s`` the structure weight; labels missing from a structure (``*_mask`` of :class:`~entangle.data.AtomsBatch`) do not
+contribute. With ``energy_per_atom`` the energy residual is divided by the number of atoms
+(a common choice for datasets with cells of very different sizes; eq. 47 uses totals).
+Weights are in eV⁻², (eV/Å)⁻² and (eV/Å³)⁻² respectively; the paper uses ``w_e = 1``,
+``w_f = 0.01`` (eq. 50).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from entangle.data.atoms import AtomsBatch
+from entangle.errors import ConfigError
+
+__all__ = ["LossWeights", "potential_loss", "ErrorAccumulator", "EV_PER_A3_TO_GPA"]
+
+EV_PER_A3_TO_GPA = 160.21766208
+"""1 eV/Å³ in GPa."""
+
+
+@dataclass
+class LossWeights:
+    """Weights of eq. (47): energy (eV⁻²), forces ((eV/Å)⁻²), stress ((eV/Å³)⁻²)."""
+
+    energy: float = 1.0
+    forces: float = 0.01
+    stress: float = 0.0
+    energy_per_atom: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("energy", "forces", "stress"):
+            value = float(getattr(self, name))
+            if not value >= 0:
+                raise ConfigError(f"loss weight {name} must be >= 0, got {value}")
+            setattr(self, name, value)
+
+
+def potential_loss(pred: dict[str, torch.Tensor], batch: AtomsBatch, weights: LossWeights
+                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Sum over the structures of ``batch`` of the eq. (47) terms (divide by ``#T`` outside).
+
+    Parameters
+    ----------
+    pred : model output with ``energy (B,)`` and, when weighted, ``forces (N, 3)``,
+        ``stress (B, 6)``.
+    batch : the labelled batch.
+    weights : LossWeights
+
+    Returns
+    -------
+    (loss, parts): the summed loss (0-dim) and its energy/forces/stress parts.
+    """
+    n_atoms = batch.n_atoms.to(pred["energy"].dtype)  # [B]
+    w = batch.weight.to(pred["energy"].dtype)  # [B]
+    de = pred["energy"] - batch.energy.to(pred["energy"].dtype)  # [B]
+    if weights.energy_per_atom:
+        de = de / n_atoms
+    zero = de.new_zeros(())
+    parts = {"energy": weights.energy * torch.where(batch.energy_mask, w * de**2, zero).sum()}
+    if weights.forces > 0 and "forces" in pred:
+        df = ((pred["forces"] - batch.forces.to(de.dtype)) ** 2).sum(dim=1)  # [N]
+        per = de.new_zeros(de.shape[0]).index_add(0, batch.batch, df)  # [B]
+        parts["forces"] = weights.forces * torch.where(batch.forces_mask, w * per, zero).sum()
+    if weights.stress > 0 and "stress" in pred:
+        ds = ((pred["stress"] - batch.stress.to(de.dtype)) ** 2).sum(dim=1)  # [B]
+        parts["stress"] = weights.stress * torch.where(batch.stress_mask, w * ds, zero).sum()
+    return sum(parts.values()), parts
+
+
+class ErrorAccumulator:
+    """Running MAE/RMSE of per-atom energies (meV/atom), forces (eV/Å) and stress (GPa)."""
+
+    def __init__(self) -> None:
+        self.sums = {k: 0.0 for k in ("e_abs", "e_sq", "f_abs", "f_sq", "s_sq")}
+        self.counts = {"e": 0, "f": 0, "s": 0}
+
+    def add(self, pred: dict[str, torch.Tensor], batch: AtomsBatch) -> None:
+        with torch.no_grad():
+            n_atoms = batch.n_atoms.to(pred["energy"].dtype)
+            de = ((pred["energy"] - batch.energy) / n_atoms)[batch.energy_mask]
+            self.sums["e_abs"] += float(de.abs().sum())
+            self.sums["e_sq"] += float((de**2).sum())
+            self.counts["e"] += int(de.numel())
+            if "forces" in pred:
+                atom_mask = batch.forces_mask[batch.batch]
+                df = (pred["forces"] - batch.forces)[atom_mask]
+                self.sums["f_abs"] += float(df.abs().sum())
+                self.sums["f_sq"] += float((df**2).sum())
+                self.counts["f"] += int(df.numel())
+            if "stress" in pred:
+                ds = (pred["stress"] - batch.stress)[batch.stress_mask] * EV_PER_A3_TO_GPA
+                self.sums["s_sq"] += float((ds**2).sum())
+                self.counts["s"] += int(ds.numel())
+
+    def result(self) -> dict[str, float | None]:
+        def ratio(key: str, count: str, scale: float = 1.0, root: bool = False) -> float | None:
+            n = self.counts[count]
+            if n == 0:
+                return None
+            value = self.sums[key] / n
+            return scale * (value ** 0.5 if root else value)
+
+        return {
+            "energy_mae_mev_per_atom": ratio("e_abs", "e", 1000.0),
+            "energy_rmse_mev_per_atom": ratio("e_sq", "e", 1000.0, root=True),
+            "force_mae_ev_per_a": ratio("f_abs", "f"),
+            "force_rmse_ev_per_a": ratio("f_sq", "f", root=True),
+            "stress_rmse_gpa": ratio("s_sq", "s", root=True),
+        }

@@ -1,0 +1,482 @@
+"""Training of interatomic potentials (ETN): L-BFGS full batch or Adam mini-batches.
+
+* loss of eq. (47) (:mod:`entangle.train.losses`), summed over batches and divided by the
+  number of training structures;
+* the pair geometry of every batch (harmonics, radial functions, eq. (38) descriptors and the
+  pair Jacobian, :class:`~entangle.models.etn.ETNGeometry`) is computed once and reused by
+  every evaluation; the model's descriptor standardisation is fitted to the training data
+  before the first step;
+* L-BFGS with a strong-Wolfe line search, one quasi-Newton iteration per step;
+* validation after every iteration/epoch, early stopping when the validation loss has not
+  improved for ``patience`` evaluations, the best parameters are restored at the end (the paper
+  "selects the minimal validation loss from all the iterations", Sec. 6.2);
+* checkpoints ``checkpoint.safetensors`` + ``checkpoint.json`` (atomic writes) every
+  ``checkpoint_every`` steps; ``resume=True`` continues from them (Adam moments are restored,
+  the L-BFGS curvature memory is rebuilt);
+* a tqdm progress bar with live train/validation errors.
+
+Also :func:`fit_etn` / :func:`evaluate_etn`, the functions behind ``entangle fit`` and
+``entangle evaluate`` for ETN potentials.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from tqdm.auto import tqdm
+
+from entangle import io
+from entangle.data.atoms import AtomsBatch, Dataset, Structure
+from entangle.data.neighbours import Neighbours, neighbour_list
+from entangle.errors import ConfigError, DataError
+from entangle.models.etn import ETNConfig, ETNGeometry, ETNPotential
+from entangle.train.losses import ErrorAccumulator, LossWeights, potential_loss
+
+__all__ = ["TrainConfig", "Trainer", "PreparedBatch", "prepare_batches", "predict_batch",
+           "fit_reference_energies", "fit_etn", "evaluate_etn", "evaluate_model",
+           "mean_neighbours"]
+
+
+_MAX_LINE_SEARCH = 25  # function evaluations per L-BFGS line search
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings.
+
+    Attributes
+    ----------
+    optimizer : "lbfgs" (full batch, strong-Wolfe line search) or "adam" (mini-batches)
+    max_steps : L-BFGS iterations or Adam epochs
+    lr : learning rate (Adam) or initial step (L-BFGS)
+    batch_size : structures per batch (also used to chunk the full-batch L-BFGS evaluation)
+    weights : loss weights of eq. (47)
+    patience : stop after this many validation checks without improvement
+    checkpoint_every : steps between checkpoints (0: never)
+    seed : seed of the mini-batch order
+    progress : show a tqdm bar
+    max_time_s : stop after this much wall time (None: no limit)
+    standardize : fit the model's descriptor standardisation to the training data before the
+        first step (:meth:`~entangle.models.etn.ETNPotential.standardize`)
+    """
+
+    optimizer: str = "lbfgs"
+    max_steps: int = 200
+    lr: float = 1.0
+    batch_size: int = 32
+    weights: LossWeights = field(default_factory=LossWeights)
+    patience: int = 50
+    checkpoint_every: int = 20
+    seed: int = 0
+    progress: bool = True
+    max_time_s: float | None = None
+    standardize: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.weights, dict):
+            self.weights = LossWeights(**self.weights)
+        if self.optimizer not in ("lbfgs", "adam"):
+            raise ConfigError(f"optimizer must be 'lbfgs' or 'adam', got {self.optimizer!r}")
+        for name in ("max_steps", "batch_size", "patience"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be >= 1")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+
+
+class PreparedBatch:
+    """A batch of structures with its neighbour list, and the parameter-independent pair
+    geometry (:class:`~entangle.models.etn.ETNGeometry`) of every model evaluated on it, so
+    that repeated evaluations (optimiser iterations) skip the pair basis entirely."""
+
+    def __init__(self, batch: AtomsBatch, neighbours: Neighbours, n_structures: int):
+        self.batch, self.neighbours, self.n_structures = batch, neighbours, n_structures
+        self._geometry: dict[tuple, ETNGeometry] = {}
+
+    def geometry(self, model: ETNPotential, derivatives: bool = True) -> ETNGeometry:
+        """The geometry of this batch for ``model`` (cached per radial/angular setup), with
+        the pair Jacobian stored when ``derivatives`` (forces/stress)."""
+        c = model.config
+        key = (tuple(c.species), c.r_cut, c.r_min, c.n_rad, c.L, c.decay_rad, model.dtype)
+        have = self._geometry.get(key)
+        if have is None or (derivatives and not have.has_derivatives):
+            have = model.geometry(self.batch, self.neighbours, derivatives=derivatives,
+                                  jacobian=True)
+            self._geometry[key] = have
+        return have
+
+
+def prepare_batches(data: Sequence[Structure], cutoff: float, batch_size: int,
+                    dtype: torch.dtype = torch.float64) -> list[PreparedBatch]:
+    """Split ``data`` into batches with neighbour lists computed once."""
+    items = list(data)
+    out = []
+    for start in range(0, len(items), batch_size):
+        chunk = items[start:start + batch_size]
+        batch = AtomsBatch.from_structures(chunk, dtype=dtype)
+        out.append(PreparedBatch(batch, neighbour_list(batch, cutoff), len(chunk)))
+    return out
+
+
+def predict_batch(model: ETNPotential, item: PreparedBatch, *, forces: bool = True,
+                  stress: bool = False, cores: Sequence[torch.Tensor] | None = None
+                  ) -> dict[str, torch.Tensor]:
+    """Model outputs on a prepared batch (geometry reused; differentiable if grad is on)."""
+    geom = item.geometry(model, derivatives=forces or stress)
+    return model.evaluate(geom, forces=forces, stress=stress, cores=cores)
+
+
+def fit_reference_energies(data: Sequence[Structure], species: Sequence[int]) -> list[float]:
+    """Least-squares per-species energies ``E ≈ Σ_s n_s e_s`` (the "averaged" references)."""
+    counts = np.array([[np.sum(s.numbers == z) for z in species] for s in data if
+                       s.energy is not None], dtype=np.float64)
+    energies = np.array([s.energy for s in data if s.energy is not None])
+    if energies.size == 0:
+        raise DataError("no energies to fit reference energies to")
+    solution, *_ = np.linalg.lstsq(counts, energies, rcond=None)
+    return [float(e) for e in solution]
+
+
+def mean_neighbours(data: Sequence[Structure], cutoff: float, limit: int = 50) -> float:
+    """Average number of neighbours within ``cutoff`` over (up to ``limit``) structures."""
+    items = list(data)[:limit]
+    nbrs = neighbour_list(items, cutoff)
+    n_atoms = sum(s.n_atoms for s in items)
+    return max(1.0, len(nbrs) / n_atoms)
+
+
+@torch.no_grad()
+def evaluate_model(model: ETNPotential, batches: Sequence[PreparedBatch], weights: LossWeights,
+                   stress: bool | None = None) -> dict[str, Any]:
+    """Loss (per structure) and error metrics of ``model`` on prepared batches."""
+    acc = ErrorAccumulator()
+    total, n = 0.0, 0
+    for item in batches:
+        want_stress = bool(item.batch.stress_mask.any()) if stress is None else stress
+        pred = predict_batch(model, item, forces=True, stress=want_stress)
+        loss, _ = potential_loss(pred, item.batch, weights)
+        total += float(loss)
+        n += item.n_structures
+        acc.add(pred, item.batch)
+    return {"loss": total / max(n, 1), **acc.result()}
+
+
+class Trainer:
+    """Fits an :class:`ETNPotential` to labelled structures.
+
+    Parameters
+    ----------
+    model : ETNPotential
+    train, valid : sequences of Structure (valid may be empty: no early stopping)
+    config : TrainConfig
+    out_dir : directory for checkpoints (None: no checkpoints)
+    """
+
+    def __init__(self, model: ETNPotential, train: Sequence[Structure],
+                 valid: Sequence[Structure], config: TrainConfig,
+                 out_dir: str | Path | None = None):
+        self.model, self.config = model, config
+        dtype = model.dtype
+        cutoff = model.config.r_cut
+        if not len(train):
+            raise DataError("empty training set")
+        self.train = prepare_batches(train, cutoff, config.batch_size, dtype)
+        self.valid = prepare_batches(valid, cutoff, config.batch_size, dtype) if len(valid) \
+            else []
+        self.n_train = len(train)
+        self.out_dir = None if out_dir is None else Path(out_dir)
+        self.stress = config.weights.stress > 0
+        self.history: list[dict[str, Any]] = []
+        self.step = 0
+        self.best_loss = math.inf
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.since_best = 0
+
+    # ------------------------------------------------------------------ loss
+    def _loss(self, batches: Sequence[PreparedBatch]) -> torch.Tensor:
+        total = 0.0
+        for item in batches:
+            pred = predict_batch(self.model, item, forces=self.config.weights.forces > 0,
+                                 stress=self.stress and bool(item.batch.stress_mask.any()))
+            loss, _ = potential_loss(pred, item.batch, self.config.weights)
+            total = total + loss
+        return total / self.n_train
+
+    def _full_batch_closure(self, optimizer: torch.optim.Optimizer):
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            total = torch.zeros((), dtype=self.model.dtype)
+            for item in self.train:  # accumulate gradients batch by batch (memory)
+                loss = self._loss([item])
+                loss.backward()
+                total = total + loss.detach()
+            return total
+        return closure
+
+    # ------------------------------------------------------------------ checkpoints
+    def _state_tensors(self, optimizer: torch.optim.Optimizer | None) -> dict[str, torch.Tensor]:
+        tensors = {f"model.{k}": v.detach().clone() for k, v in self.model.state_dict().items()}
+        if self.best_state is not None:
+            tensors.update({f"best.{k}": v for k, v in self.best_state.items()})
+        if isinstance(optimizer, torch.optim.Adam):
+            for i, p in enumerate(self.model.parameters()):
+                st = optimizer.state.get(p, {})
+                for key in ("exp_avg", "exp_avg_sq"):
+                    if key in st:
+                        tensors[f"adam.{i}.{key}"] = st[key].detach().clone()
+                if "step" in st:
+                    tensors[f"adam.{i}.step"] = torch.as_tensor(st["step"]).reshape(1).double()
+        return {k: v.contiguous() for k, v in tensors.items()}
+
+    def save_checkpoint(self, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Write ``checkpoint.safetensors`` and ``checkpoint.json`` atomically."""
+        if self.out_dir is None:
+            return
+        blob = st_save(self._state_tensors(optimizer))
+        meta = {"step": self.step, "best_loss": self.best_loss, "since_best": self.since_best,
+                "history": self.history, "model_config": dataclasses.asdict(self.model.config),
+                "train_config": dataclasses.asdict(self.config)}
+        io.atomic_write_bytes(self.out_dir / "checkpoint.safetensors", blob)
+        io.atomic_write_text(self.out_dir / "checkpoint.json", json.dumps(meta, indent=1))
+
+    def load_checkpoint(self, optimizer: torch.optim.Optimizer | None = None) -> bool:
+        """Restore a checkpoint from ``out_dir`` if there is one; returns whether it did."""
+        if self.out_dir is None or not (self.out_dir / "checkpoint.json").exists():
+            return False
+        meta = json.loads((self.out_dir / "checkpoint.json").read_text())
+        tensors = st_load((self.out_dir / "checkpoint.safetensors").read_bytes())
+        self.model.load_state_dict({k[6:]: v for k, v in tensors.items()
+                                    if k.startswith("model.")})
+        best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+        self.best_state = best or None
+        self.step, self.best_loss = meta["step"], meta["best_loss"]
+        self.since_best, self.history = meta["since_best"], meta["history"]
+        if isinstance(optimizer, torch.optim.Adam):
+            for i, p in enumerate(self.model.parameters()):
+                if f"adam.{i}.exp_avg" in tensors:
+                    optimizer.state[p] = {
+                        "step": torch.tensor(float(tensors[f"adam.{i}.step"][0])),
+                        "exp_avg": tensors[f"adam.{i}.exp_avg"].to(p.dtype),
+                        "exp_avg_sq": tensors[f"adam.{i}.exp_avg_sq"].to(p.dtype)}
+        return True
+
+    # ------------------------------------------------------------------ main loop
+    def _validate(self, train_loss: float) -> dict[str, Any]:
+        record: dict[str, Any] = {"step": self.step, "train_loss": train_loss}
+        if self.valid:
+            metrics = evaluate_model(self.model, self.valid, self.config.weights, self.stress)
+            record.update({f"val_{k}": v for k, v in metrics.items()})
+            current = metrics["loss"]
+        else:
+            current = train_loss
+        if current < self.best_loss:
+            self.best_loss, self.since_best = current, 0
+            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        else:
+            self.since_best += 1
+        record["time"] = time.time()
+        self.history.append(record)
+        return record
+
+    def fit(self, resume: bool = False) -> list[dict[str, Any]]:
+        """Run the optimisation; returns the history (one record per validation)."""
+        cfg = self.config
+        params = [p for p in self.model.parameters() if p.requires_grad]
+
+        def lbfgs() -> torch.optim.Optimizer:
+            # one quasi-Newton iteration per step (validation in between); torch hands the
+            # line search ``max_eval`` minus the evaluations already made, so max_eval must be
+            # set explicitly: its default (1.25 max_iter = 1) leaves the strong-Wolfe search no
+            # evaluation at all and a rejected first trial step silently becomes a zero step
+            return torch.optim.LBFGS(params, lr=cfg.lr, max_iter=1, max_eval=1 + _MAX_LINE_SEARCH,
+                                     history_size=50, line_search_fn="strong_wolfe",
+                                     tolerance_grad=1e-12, tolerance_change=1e-14)
+
+        if cfg.optimizer == "adam":
+            optimizer: torch.optim.Optimizer = torch.optim.Adam(params, lr=cfg.lr)
+        else:
+            optimizer = lbfgs()
+        previous, restarts = math.inf, 0
+        if resume:
+            self.load_checkpoint(optimizer)
+        if self.step == 0 and cfg.standardize:
+            derivatives = cfg.weights.forces > 0 or self.stress
+            self.model.standardize([item.geometry(self.model, derivatives=derivatives)
+                                    for item in self.train])
+        generator = np.random.default_rng(cfg.seed + self.step)
+        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not cfg.progress,
+                   desc=f"ETN {cfg.optimizer}", leave=False)
+        started = time.time()
+        try:
+            while self.step < cfg.max_steps and self.since_best < cfg.patience and (
+                    cfg.max_time_s is None or time.time() - started < cfg.max_time_s):
+                if cfg.optimizer == "adam":
+                    losses = []
+                    for k in generator.permutation(len(self.train)):
+                        optimizer.zero_grad()
+                        loss = self._loss([self.train[k]])
+                        loss = loss * self.n_train / self.train[k].n_structures
+                        loss.backward()
+                        optimizer.step()
+                        losses.append(float(loss.detach()))
+                    train_loss = float(np.mean(losses))
+                else:
+                    # the returned loss is the one *before* this iteration's step
+                    train_loss = float(optimizer.step(self._full_batch_closure(optimizer)))
+                    # no progress: the line search found no decrease along the quasi-Newton
+                    # direction; restart the memory (steepest descent) and stop when even
+                    # that makes no progress (converged to round-off)
+                    if train_loss >= previous:
+                        restarts += 1
+                        if restarts > 2:
+                            break
+                        optimizer = lbfgs()
+                    else:
+                        restarts = 0
+                    previous = min(previous, train_loss)
+                if not math.isfinite(train_loss):
+                    raise FloatingPointError(f"training loss became {train_loss} at step "
+                                             f"{self.step}; lower the learning rate")
+                self.step += 1
+                record = self._validate(train_loss)
+                bar.update(1)
+                bar.set_postfix(_postfix(record))
+                if self.out_dir is not None and cfg.checkpoint_every and \
+                        self.step % cfg.checkpoint_every == 0:
+                    self.save_checkpoint(optimizer)
+        finally:
+            bar.close()
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        self.save_checkpoint(optimizer)
+        return self.history
+
+
+def _postfix(record: dict[str, Any]) -> dict[str, str]:
+    out = {"loss": f"{record['train_loss']:.3g}"}
+    if record.get("val_energy_rmse_mev_per_atom") is not None:
+        out["val_E"] = f"{record['val_energy_rmse_mev_per_atom']:.2f}meV"
+    if record.get("val_force_rmse_ev_per_a") is not None:
+        out["val_F"] = f"{record['val_force_rmse_ev_per_a']:.3f}eV/Å"
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# fit / evaluate entry points
+# ---------------------------------------------------------------------------------------------
+
+def _load_data(spec: Any) -> Dataset:
+    from entangle.data import load
+    if isinstance(spec, (list, tuple)):
+        return Dataset.concatenate([_load_data(s) for s in spec])
+    if isinstance(spec, Dataset):
+        return spec
+    return load(spec)
+
+
+def fit_etn(config: dict[str, Any], out_dir: str | Path, *, progress: bool = True
+            ) -> dict[str, Any]:
+    """Fit an ETN potential from a config dict and write it to ``out_dir``.
+
+    Config keys (YAML in ``examples/mlearn_*_etn.yaml``)::
+
+        data:  {train: SPEC, test: SPEC (optional), valid_fraction: 0.1, seed: 0}
+        model: ETNConfig fields except species/reference_energies (species from the data)
+        reference: "fitted" | "averaged" | {"isolated": {symbol_or_Z: eV, ...}}
+        train: TrainConfig fields (weights: {energy, forces, stress, energy_per_atom}),
+               plus resume: true to continue from out_dir's checkpoint
+
+    ``SPEC`` is anything :func:`entangle.data.load` accepts (or a list of them). ``task``
+    (``etn``) and ``config_dir`` (added by the CLI) are accepted and otherwise ignored.
+    Returns the metrics dict that is also written to ``out_dir/metrics.json``
+    (``valid``/``test`` error dicts, parameter count, history length, wall time).
+    """
+    unknown = set(config) - {"data", "model", "reference", "train", "seed", "task", "config_dir"}
+    if unknown:
+        raise ConfigError(f"unknown top-level config keys: {sorted(unknown)}")
+    if config.get("task", "etn") != "etn":
+        raise ConfigError(f"fit_etn needs task: etn, got {config['task']!r}")
+    data_cfg = dict(config.get("data", {}))
+    if "train" not in data_cfg:
+        raise ConfigError("config needs data.train")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    full = _load_data(data_cfg["train"])
+    frac = float(data_cfg.get("valid_fraction", 0.1))
+    seed = int(data_cfg.get("seed", config.get("seed", 0)))
+    valid, train = full.split([frac, 1.0 - frac], seed=seed) if frac > 0 else (Dataset(), full)
+    test = _load_data(data_cfg["test"]) if data_cfg.get("test") else None
+    species = sorted({int(z) for s in full for z in s.numbers})
+    model_cfg = dict(config.get("model", {}))
+    model_cfg.setdefault("seed", seed)
+    reference = config.get("reference", "fitted")
+    if isinstance(reference, dict) and "isolated" in reference:
+        from ase.data import atomic_numbers
+        table = {(atomic_numbers[k] if isinstance(k, str) else int(k)): float(v)
+                 for k, v in reference["isolated"].items()}
+        missing = [z for z in species if z not in table]
+        if missing:
+            raise ConfigError(f"isolated-atom energies missing for Z={missing}")
+        refs, trainable = [table[z] for z in species], False
+    elif reference in ("fitted", "averaged"):
+        refs, trainable = fit_reference_energies(train, species), reference == "fitted"
+    else:
+        raise ConfigError(f"reference must be 'fitted', 'averaged' or {{isolated: ...}}, "
+                          f"got {reference!r}")
+    r_cut = float(model_cfg.get("r_cut", 5.0))
+    train_options = dict(config.get("train", {}))
+    resume = bool(train_options.pop("resume", False))
+    train_cfg = TrainConfig(**{"progress": progress, **train_options})
+    if not train_cfg.standardize:  # otherwise the descriptors are standardised instead
+        model_cfg.setdefault("feature_scale", mean_neighbours(train, r_cut))
+    etn_cfg = ETNConfig(species=species, reference_energies=refs, train_reference=trainable,
+                        **model_cfg)
+    model = ETNPotential(etn_cfg)
+    trainer = Trainer(model, train, valid, train_cfg, out_dir)
+    history = trainer.fit(resume=resume)
+    metrics: dict[str, Any] = {
+        "n_parameters": model.n_parameters(), "n_train": len(train), "n_valid": len(valid),
+        "steps": trainer.step, "best_valid_loss": trainer.best_loss,
+        "history_last": history[-1] if history else None,
+    }
+    weights = train_cfg.weights
+    dtype = model.dtype
+    if len(valid):
+        metrics["valid"] = evaluate_model(model, prepare_batches(valid, r_cut, 32, dtype), weights)
+    if test is not None:
+        metrics["test"] = evaluate_model(model, prepare_batches(test, r_cut, 32, dtype), weights)
+    metrics["wall_time_s"] = time.time() - start
+    io.save(model, out_dir / "model", metadata={"metrics": metrics})
+    io.atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
+    return metrics
+
+
+def evaluate_etn(model_dir: str | Path, data: Any) -> dict[str, Any]:
+    """Errors of a saved ETN on ``data`` (a Dataset, list of Structures or a load spec).
+
+    Returns energy_mae_mev_per_atom, energy_rmse_mev_per_atom, force_mae_ev_per_a,
+    force_rmse_ev_per_a, stress_rmse_gpa (None where the data have no such labels) and
+    n_structures.
+    """
+    model = io.load(model_dir)
+    if not isinstance(model, ETNPotential):
+        raise ConfigError(f"{model_dir} does not hold an ETN potential")
+    items = _load_data(data) if not isinstance(data, (list, tuple)) or \
+        (data and not isinstance(data[0], Structure)) else Dataset(data)
+    batches = prepare_batches(items, model.config.r_cut, 32, model.dtype)
+    metrics = evaluate_model(model, batches, LossWeights())
+    metrics.pop("loss")
+    metrics["n_structures"] = len(items)
+    return metrics

@@ -1,0 +1,128 @@
+"""Training of ETN potentials: loss of eq. (47), L-BFGS/Adam, checkpoints and resume,
+two-site ALS, fit/evaluate entry points (on a few EMT structures)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from entangle.data import read_extxyz
+from entangle.models.etn import ETNConfig, ETNPotential
+from entangle.train.als import ALSConfig, als_sweeps
+from entangle.train.losses import LossWeights, potential_loss
+from entangle.train.trainer import (
+    TrainConfig, Trainer, evaluate_etn, evaluate_model, fit_etn, fit_reference_energies,
+    prepare_batches,
+)
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "emt_cuau.extxyz"
+
+
+@pytest.fixture(scope="module")
+def small():
+    data = read_extxyz(DATA)
+    data = data.filter(predicate=lambda s: s.n_atoms <= 32 and set(s.numbers) <= {29, 79})
+    return data[:8], data[8:11]
+
+
+def make_model(train, seed=0, **kw):
+    species = [29, 79]
+    cfg = dict(species=species, n_rad=4, d=3, L=2, spec_rank=1, rad_rank=2, ett_rank=1,
+               r_cut=4.0, r_min=1.5, feature_scale=20.0, seed=seed,
+               reference_energies=fit_reference_energies(train, species))
+    cfg.update(kw)
+    return ETNPotential(ETNConfig(**cfg))
+
+
+def test_loss_matches_eq47_by_hand(small):
+    train, _ = small
+    model = make_model(train)
+    item = prepare_batches(train[:2], 4.0, 2)[0]
+    pred = model(item.batch, item.neighbours, forces=True)
+    w = LossWeights(energy=1.0, forces=0.01)
+    loss, _ = potential_loss(pred, item.batch, w)
+    by_hand = 0.0
+    for k, s in enumerate(train[:2]):
+        e = float(pred["energy"][k].detach()) - s.energy
+        f = pred["forces"][item.batch.ptr[k]:item.batch.ptr[k + 1]].detach().numpy() - s.forces
+        by_hand += e**2 + 0.01 * (f**2).sum()
+    assert float(loss) == pytest.approx(by_hand, rel=1e-12)
+
+
+@pytest.mark.parametrize("optimizer,lr", [("lbfgs", 1.0), ("adam", 0.02)])
+def test_training_reduces_validation_error(small, optimizer, lr):
+    train, valid = small
+    model = make_model(train)
+    weights = LossWeights(energy=1.0, forces=0.1, energy_per_atom=True)
+    before = evaluate_model(model, prepare_batches(valid, 4.0, 8), weights)["loss"]
+    cfg = TrainConfig(optimizer=optimizer, lr=lr, max_steps=6, batch_size=4, weights=weights,
+                      progress=False)
+    history = Trainer(model, train, valid, cfg).fit()
+    after = evaluate_model(model, prepare_batches(valid, 4.0, 8), weights)["loss"]
+    assert after < before
+    assert len(history) == 6 and "val_force_rmse_ev_per_a" in history[-1]
+
+
+def test_checkpoint_and_resume(small, tmp_path):
+    train, valid = small
+    weights = LossWeights(forces=0.1)
+    cfg = TrainConfig(optimizer="adam", lr=0.01, max_steps=2, batch_size=4, weights=weights,
+                      progress=False, checkpoint_every=1)
+    Trainer(make_model(train), train, valid, cfg, tmp_path).fit()
+    meta = json.loads((tmp_path / "checkpoint.json").read_text())
+    assert meta["step"] == 2 and len(meta["history"]) == 2
+    cfg.max_steps = 3
+    resumed = Trainer(make_model(train, seed=5), train, valid, cfg, tmp_path)
+    history = resumed.fit(resume=True)
+    assert resumed.step == 3 and len(history) == 3
+    # an uninterrupted run of 3 steps ends at the same parameters
+    straight = make_model(train)
+    Trainer(straight, train, valid, cfg).fit()
+    for a, b in zip(straight.parameters(), resumed.model.parameters()):
+        assert torch.allclose(a, b, atol=1e-10)
+
+
+def test_two_site_als_lowers_training_loss(small):
+    train, _ = small
+    model = make_model(train, ett_rank=2)
+    weights = LossWeights(energy=1.0, forces=0.1, energy_per_atom=True)
+    batches = prepare_batches(train, 4.0, 8)
+    before = evaluate_model(model, batches, weights)["loss"]
+    history = als_sweeps(model, batches, weights, len(train),
+                         ALSConfig(n_sweeps=1, cg_iters=8, max_rank=3))
+    after = evaluate_model(model, batches, weights)["loss"]
+    assert after < 0.5 * before
+    assert len(history) == 2  # d - 1 bonds forward, no backward bonds for d = 3
+
+
+def test_fit_and_evaluate_entry_points(small, tmp_path):
+    train, valid = small
+    config = {"data": {"train": train, "test": valid, "valid_fraction": 0.25},
+              "model": {"n_rad": 4, "d": 2, "L": 2, "spec_rank": 1, "rad_rank": 2,
+                        "ett_rank": 1, "r_cut": 4.0, "r_min": 1.5},
+              "train": {"optimizer": "lbfgs", "max_steps": 3, "weights": {"forces": 0.1}}}
+    metrics = fit_etn(config, tmp_path, progress=False)
+    assert (tmp_path / "model.safetensors").exists() and (tmp_path / "metrics.json").exists()
+    result = evaluate_etn(tmp_path, valid)
+    assert result["energy_mae_mev_per_atom"] == pytest.approx(
+        metrics["test"]["energy_mae_mev_per_atom"], rel=1e-10)
+    assert set(result) >= {"energy_mae_mev_per_atom", "energy_rmse_mev_per_atom",
+                           "force_mae_ev_per_a", "force_rmse_ev_per_a", "stress_rmse_gpa"}
+    assert result["stress_rmse_gpa"] is not None
+
+
+def test_hyperparameter_growth_follows_eq49(small, tmp_path):
+    from entangle.train.hyper import grow_hyperparameters
+    train, valid = small
+    base = dict(species=[29, 79], r_cut=4.0, r_min=1.5, feature_scale=20.0,
+                reference_energies=fit_reference_energies(train, [29, 79]))
+    cfg = TrainConfig(optimizer="lbfgs", max_steps=2, batch_size=8,
+                      weights=LossWeights(forces=0.01))
+    path = grow_hyperparameters(train[:4], valid[:2], base, cfg, n_iterations=1, n_restarts=1,
+                                start=(3, 1, 1, 1, 1, 1), out_dir=tmp_path)
+    step = path[1]
+    assert step["gradient"] == max(c["gradient"] for c in step["candidates"])
+    assert step["n_parameters"] > path[0]["n_parameters"]
+    assert (tmp_path / "pareto.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "pareto.json").read_text())[0]["hyper"] == [3, 1, 1, 1, 1, 1]
