@@ -52,7 +52,7 @@ from entangle.train.descriptor_fit import DEFAULT_CONFIG, build_model, compute_d
 
 SPECIES = ("Mo", "Nb", "Ta", "W")
 SUPERVISED = {"kind": "mps", "chi": 10}
-SUPERVISED_TRAIN = dict(DEFAULT_CONFIG["train"], epochs=3000, patience=200, lr=1e-2, batch_size=None)
+SUPERVISED_TRAIN = dict(DEFAULT_CONFIG["train"], epochs=1500, patience=100, lr=1e-2, batch_size=None)
 
 
 def _log(message: str) -> None:
@@ -146,7 +146,8 @@ def table1(data: dict, latents: list[int], n_ae_train: int, epochs: int, seed: i
                "reconstruction_rmse": float(diff.pow(2).mean().sqrt()),
                "reconstruction_mae": float(diff.abs().mean()),
                "autoencoder_parameters": model.num_parameters(), "autoencoder_epochs": len(history.train_loss),
-               "autoencoder_initial_val_mse": history.initial_val_loss, "autoencoder_best_val_mse": history.best_val_loss,
+               "autoencoder_initial_val_mse": history.initial_val_loss,
+               "autoencoder_best_val_mse": history.best_val_loss,
                "autoencoder_wall_s": ae_s, **supervised(encoded.double(), data, seed)}
         _log(f"table1 d_latent={latent}: compression {row['compression']:.3g} r-Error {row['reconstruction_rmse']:.3f} "
              f"({row['reconstruction_mae']:.3f}) s-Error {row['test_rmse_mev_per_atom']:.2f} "

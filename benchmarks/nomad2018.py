@@ -26,7 +26,6 @@ once and cached under ``--cache`` (``runs/cache``).
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import os
@@ -139,7 +138,8 @@ def run_curves(n_splits: int, sizes: list[int], models: list[str], seed: int, ca
     structures = parts[0] + parts[1]
     settings = soap_config(DEFAULT_CONFIG["descriptor"])
     # per CSV, so that the caches written by the Kaggle-split fits are re-used
-    x_all = torch.cat([compute_descriptors(p, settings, cache_dir=cache, progress=True) for p in parts])  # [3000, 4, 4, 4, 4, 4]
+    x_all = torch.cat([compute_descriptors(p, settings, cache_dir=cache, progress=True)
+                       for p in parts])  # [3000, 4, 4, 4, 4, 4]
     y_all = torch.from_numpy(target_values(structures, TARGET))
     groups = np.array([s.properties["spacegroup"] for s in structures])
     if max(sizes) > len(structures) - test_size:

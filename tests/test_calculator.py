@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from ase.build import bulk
 from ase.calculators.calculator import PropertyNotImplementedError
+from ase.calculators.fd import calculate_numerical_stress
 from ase.md.verlet import VelocityVerlet
 from ase.optimize import BFGS
 from ase import units
@@ -52,7 +53,7 @@ def test_properties_match_model_and_finite_differences(model_dir):
                 energies.append(moved.get_potential_energy())
             assert -(energies[0] - energies[1]) / 2e-5 == pytest.approx(f[i, a], abs=1e-7)
     # ASE's own finite-difference stress
-    s_num = calc.calculate_numerical_stress(atoms, d=1e-5)
+    s_num = calculate_numerical_stress(atoms, eps=1e-5)
     assert np.allclose(s_num, s, atol=1e-8)
 
 

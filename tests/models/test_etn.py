@@ -210,7 +210,7 @@ def test_float32_close_to_float64(cuau):
     assert e32 == pytest.approx(e64, rel=1e-5)
 
 
-def test_orthogonalised_cores_give_same_energy(cuau):
+def test_orthogonalised_cores_give_same_energy(cuau, tmp_path):
     from entangle.so3.equivariant import orthogonalize_left
     model = model_for(4)
     ref = model.predict(cuau)["energy"]
@@ -220,3 +220,10 @@ def test_orthogonalised_cores_give_same_energy(cuau):
         model.set_core(k + 1, b)
     assert model.predict(cuau)["energy"] == pytest.approx(ref, rel=1e-12)
     assert isinstance(model.core_tensor(0), EquivariantTensor)
+    # the config records the (possibly shrunk) bonds, so a saved model rebuilds with them
+    assert model.config.bonds == [[list(b) for b in layout.legs[2].blocks]
+                                  for layout in model.layouts[:-1]]
+    assert model.config.bonds != [[list(b) for b in layout.legs[2].blocks]
+                                  for layout in model_for(4).layouts[:-1]]
+    io.save(model, tmp_path / "model")
+    assert io.load(tmp_path / "model").predict(cuau)["energy"] == pytest.approx(ref, rel=1e-12)

@@ -47,7 +47,7 @@ def test_loss_matches_eq47_by_hand(small):
         e = float(pred["energy"][k].detach()) - s.energy
         f = pred["forces"][item.batch.ptr[k]:item.batch.ptr[k + 1]].detach().numpy() - s.forces
         by_hand += e**2 + 0.01 * (f**2).sum()
-    assert float(loss) == pytest.approx(by_hand, rel=1e-12)
+    assert float(loss.detach()) == pytest.approx(by_hand, rel=1e-12)
 
 
 @pytest.mark.parametrize("optimizer,lr", [("lbfgs", 1.0), ("adam", 0.02)])

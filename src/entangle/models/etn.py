@@ -367,8 +367,8 @@ class ETNGeometry:
     descriptors : one matrix per ``l``, ``(N (2l+1), N_spec² N_rad(l))``: the features
         ``F[i, m, t, μ] = Σ_{j: t_ij = t} Y_lm(r̂_ij) Q_μ(r_ij)`` of eq. (38) (the species
         one-hot vectors ``z^i, z^j`` folded into ``t``).
-    jacobian : (P, 3, K) ``∂(Y_lm Q_μ)/∂r_ij`` in Å⁻¹, ``K = Σ_l (2l+1) N_rad(l)`` in
-        ``(l, m, μ)`` order, or None.
+    jacobian : (3, P, K) ``∂(Y_lm Q_μ)/∂r_ij`` in Å⁻¹ (one contiguous plane per Cartesian
+        direction), ``K = Σ_l (2l+1) N_rad(l)`` in ``(l, m, μ)`` order, or None.
     Y, Q_exp, YdQ, unit, inv_r : for forces without a stored Jacobian (else None): harmonics
         ``(P, (l_max+1)²)``; ``Q_μ`` and ``Y_lm dQ_μ/dr`` (Å⁻¹) at each descriptor column
         ``(l, m, μ)``, ``(P, K)``; ``r̂`` ``(P, 3)``; ``1/r`` ``(P,)`` in Å⁻¹.
@@ -646,7 +646,7 @@ class ETNPotential(nn.Module):
         batch, neighbours : the structures and a neighbour list with cutoff ``>= r_cut``
             (pairs beyond ``r_cut`` are dropped).
         derivatives : keep what forces and stress need.
-        jacobian : with ``derivatives``, store the ``(P, 3, K)`` pair Jacobian (more memory;
+        jacobian : with ``derivatives``, store the ``(3, P, K)`` pair Jacobian (more memory;
             every evaluation is then a few matrix products: the fast path for training).
         """
         c = self.config
@@ -683,10 +683,10 @@ class ETNPotential(nn.Module):
             descriptors.append(acc.view(n_atoms, n_types, 2 * l + 1, n_rad).transpose(1, 2)
                                .reshape(n_atoms * (2 * l + 1), n_types * n_rad))
             if with_jacobian:  # ∂(Y Q)/∂r = ∇Y Q + Y Q' r̂
-                dy_l = dy[:, l * l:(l + 1) ** 2].transpose(1, 2)  # [P, 3, 2l+1]
-                part = dy_l[:, :, :, None] * q_l[:, None, None, :] + (
-                    unit[:, :, None, None] * (y_l[:, :, None] * dq[:, None, :n_rad])[:, None])
-                jac.append(part.reshape(n_pairs, 3, (2 * l + 1) * n_rad))  # [P, 3, (2l+1) n_rad]
+                dy_l = dy[:, l * l:(l + 1) ** 2].permute(2, 0, 1)  # [3, P, 2l+1]
+                part = dy_l[:, :, :, None] * q_l[None, :, None, :] + (
+                    unit.T[:, :, None, None] * (y_l[:, :, None] * dq[:, None, :n_rad])[None])
+                jac.append(part.reshape(3, n_pairs, (2 * l + 1) * n_rad))  # [3, P, (2l+1) n_rad]
         cell = batch.cell.to(dtype)
         volume = torch.where(batch.pbc.all(dim=1), torch.linalg.det(cell).abs(),
                              torch.zeros((), dtype=dtype))  # [B]
@@ -837,8 +837,9 @@ class ETNPotential(nn.Module):
         where ``∇S_lm(r̂)`` is a fixed linear map of the ``Y_{l-1}``.
         """
         gp = self._descriptor_gradient(grad, tables).index_select(0, geom.rows)  # [P, K]
-        if geom.jacobian is not None:
-            return torch.bmm(geom.jacobian, gp.unsqueeze(2)).squeeze(2)  # [P, 3]
+        if geom.jacobian is not None:  # three row-wise products: cheaper to differentiate
+            return torch.stack([(plane * gp).sum(dim=1) for plane in geom.jacobian],
+                               dim=1)  # [P, 3]
         n_pairs = gp.shape[0]
         along = (gp * geom.YdQ).sum(dim=1)  # [P]: Σ G Y Q'
         h_y = (gp * geom.Q_exp) @ self.descriptor_to_harmonic  # [P, n_y]: Σ_μ G Q_μ

@@ -87,9 +87,10 @@ from entangle.models.descriptor_tn import (
     MPSRegressor, TreeConfig, TTNRegressor, fit_model,
 )
 
-__all__ = ["TARGETS", "MODEL_KINDS", "DEFAULT_CONFIG", "target_values", "soap_config", "descriptor_dims", "compute_descriptors", "Standardization",
-           "build_model", "train_model", "n_parameters", "regression_metrics", "fit_descriptor_model",
-           "evaluate_descriptor_model", "predict_descriptor_model", "parity_plot"]
+__all__ = ["TARGETS", "MODEL_KINDS", "DEFAULT_CONFIG", "target_values", "soap_config", "descriptor_dims",
+           "compute_descriptors", "Standardization", "build_model", "train_model", "n_parameters",
+           "regression_metrics", "fit_descriptor_model", "evaluate_descriptor_model", "predict_descriptor_model",
+           "parity_plot"]
 
 #: Cation species of the (Al_x Ga_y In_z)2O3 alloys.
 _CATIONS = (13, 31, 49)
@@ -170,6 +171,7 @@ def _merged_config(config: dict[str, Any]) -> dict[str, Any]:
     """Defaults overlaid with ``config``; unknown sections or keys raise :class:`ConfigError`."""
     if not isinstance(config, dict):
         raise ConfigError(f"config must be a mapping, got {type(config).__name__}")
+    config = {k: v for k, v in config.items() if k not in ("task", "config_dir")}  # added by the CLI
     unknown = sorted(set(config) - set(_SECTIONS))
     if unknown:
         raise ConfigError(f"unknown config section(s) {unknown}; expected {list(_SECTIONS)}")
