@@ -126,3 +126,16 @@ def test_hyperparameter_growth_follows_eq49(small, tmp_path):
     assert step["n_parameters"] > path[0]["n_parameters"]
     assert (tmp_path / "pareto.png").stat().st_size > 1000
     assert json.loads((tmp_path / "pareto.json").read_text())[0]["hyper"] == [3, 1, 1, 1, 1, 1]
+
+
+def test_lbfgs_line_search_moves(small):
+    # regression: torch's L-BFGS with max_iter=1 and its default max_eval gives the strong-Wolfe
+    # search no evaluation, so every rejected first trial step became a zero step (no progress)
+    train, _ = small
+    model = make_model(train)
+    cfg = TrainConfig(optimizer="lbfgs", max_steps=12, batch_size=8, progress=False,
+                      weights=LossWeights(energy=1.0, forces=0.1))
+    history = Trainer(model, train, [], cfg).fit()
+    losses = [h["train_loss"] for h in history]
+    assert len(losses) == 12  # the buggy optimiser stalls and stops after three steps
+    assert all(b <= a for a, b in zip(losses, losses[1:])) and losses[-1] < 0.97 * losses[0]
