@@ -139,3 +139,28 @@ def test_lbfgs_line_search_moves(small):
     losses = [h["train_loss"] for h in history]
     assert len(losses) == 12  # the buggy optimiser stalls and stops after three steps
     assert all(b <= a for a, b in zip(losses, losses[1:])) and losses[-1] < 0.97 * losses[0]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (optional path)")
+def test_training_on_cuda_matches_cpu(small, tmp_path):
+    train, valid = small
+    weights = LossWeights(forces=0.1)
+    runs = {}
+    for device in ("cpu", "cuda"):
+        cfg = TrainConfig(optimizer="adam", lr=0.01, max_steps=2, batch_size=4, weights=weights,
+                          progress=False, device=device)
+        trainer = Trainer(make_model(train), train, valid, cfg, tmp_path / device)
+        trainer.fit()
+        runs[device] = trainer.model.cpu()
+    for a, b in zip(runs["cpu"].parameters(), runs["cuda"].parameters()):
+        assert torch.allclose(a, b, atol=1e-9)
+
+
+def test_checkpoints_hold_cpu_tensors(small, tmp_path):
+    from safetensors.torch import load_file
+    train, valid = small
+    cfg = TrainConfig(optimizer="adam", lr=0.01, max_steps=1, batch_size=4, progress=False,
+                      weights=LossWeights(forces=0.1), device="cpu")
+    Trainer(make_model(train), train, valid, cfg, tmp_path).fit()
+    tensors = load_file(tmp_path / "checkpoint.safetensors")
+    assert tensors and all(t.device.type == "cpu" for t in tensors.values())

@@ -246,10 +246,14 @@ class EquivariantTensor:
     def dtype(self) -> torch.dtype:
         return next(iter(self.blocks.values())).dtype
 
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.blocks.values())).device
+
     def to_dense(self) -> torch.Tensor:
         """Dense tensor ``(D1, D2, D3)`` in the flat layout of the three legs."""
         dims = tuple(leg.dim for leg in self.legs)
-        dense = torch.zeros(dims, dtype=self.dtype)
+        dense = torch.zeros(dims, dtype=self.dtype, device=self.device)
         for (s1, s2, s3), c in self.blocks.items():
             w = coupling(s1[0], s2[0], s3[0], self.dtype)
             block = torch.einsum("abc,xyz->axbycz", w, c).reshape(  # [(m1 n1), (m2 n2), (m3 n3)]

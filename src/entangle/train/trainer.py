@@ -69,6 +69,8 @@ class TrainConfig:
     max_time_s : stop after this much wall time (None: no limit)
     standardize : fit the model's descriptor standardisation to the training data before the
         first step (:meth:`~entangle.models.etn.ETNPotential.standardize`)
+    device : where the model and the prepared batches live during training (``"cpu"``,
+        ``"cuda"``); checkpoints and the saved model are always on the CPU
     """
 
     optimizer: str = "lbfgs"
@@ -82,6 +84,7 @@ class TrainConfig:
     progress: bool = True
     max_time_s: float | None = None
     standardize: bool = True
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         if isinstance(self.weights, dict):
@@ -118,14 +121,21 @@ class PreparedBatch:
 
 
 def prepare_batches(data: Sequence[Structure], cutoff: float, batch_size: int,
-                    dtype: torch.dtype = torch.float64) -> list[PreparedBatch]:
-    """Split ``data`` into batches with neighbour lists computed once."""
+                    dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu"
+                    ) -> list[PreparedBatch]:
+    """Split ``data`` into batches with neighbour lists computed once (on the CPU by vesin,
+    then moved to ``device``)."""
     items = list(data)
     out = []
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
         batch = AtomsBatch.from_structures(chunk, dtype=dtype)
-        out.append(PreparedBatch(batch, neighbour_list(batch, cutoff), len(chunk)))
+        nbrs = neighbour_list(batch, cutoff)
+        nbrs = dataclasses.replace(nbrs, centers=nbrs.centers.to(device),
+                                   neighbors=nbrs.neighbors.to(device),
+                                   shifts=nbrs.shifts.to(device),
+                                   structure=nbrs.structure.to(device))
+        out.append(PreparedBatch(batch.to(device=device), nbrs, len(chunk)))
     return out
 
 
@@ -186,14 +196,14 @@ class Trainer:
     def __init__(self, model: ETNPotential, train: Sequence[Structure],
                  valid: Sequence[Structure], config: TrainConfig,
                  out_dir: str | Path | None = None):
-        self.model, self.config = model, config
+        self.model, self.config = model.to(config.device), config
         dtype = model.dtype
         cutoff = model.config.r_cut
         if not len(train):
             raise DataError("empty training set")
-        self.train = prepare_batches(train, cutoff, config.batch_size, dtype)
-        self.valid = prepare_batches(valid, cutoff, config.batch_size, dtype) if len(valid) \
-            else []
+        self.train = prepare_batches(train, cutoff, config.batch_size, dtype, config.device)
+        self.valid = prepare_batches(valid, cutoff, config.batch_size, dtype, config.device) \
+            if len(valid) else []
         self.n_train = len(train)
         self.out_dir = None if out_dir is None else Path(out_dir)
         self.stress = config.weights.stress > 0
@@ -216,7 +226,7 @@ class Trainer:
     def _full_batch_closure(self, optimizer: torch.optim.Optimizer):
         def closure() -> torch.Tensor:
             optimizer.zero_grad()
-            total = torch.zeros((), dtype=self.model.dtype)
+            total = torch.zeros((), dtype=self.model.dtype, device=self.config.device)
             for item in self.train:  # accumulate gradients batch by batch (memory)
                 loss = self._loss([item])
                 loss.backward()
@@ -237,7 +247,7 @@ class Trainer:
                         tensors[f"adam.{i}.{key}"] = st[key].detach().clone()
                 if "step" in st:
                     tensors[f"adam.{i}.step"] = torch.as_tensor(st["step"]).reshape(1).double()
-        return {k: v.contiguous() for k, v in tensors.items()}
+        return {k: v.contiguous().cpu() for k, v in tensors.items()}
 
     def save_checkpoint(self, optimizer: torch.optim.Optimizer | None = None) -> None:
         """Write ``checkpoint.safetensors`` and ``checkpoint.json`` atomically."""
@@ -255,7 +265,8 @@ class Trainer:
         if self.out_dir is None or not (self.out_dir / "checkpoint.json").exists():
             return False
         meta = json.loads((self.out_dir / "checkpoint.json").read_text())
-        tensors = st_load((self.out_dir / "checkpoint.safetensors").read_bytes())
+        tensors = {k: v.to(self.config.device) for k, v in
+                   st_load((self.out_dir / "checkpoint.safetensors").read_bytes()).items()}
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items()
                                     if k.startswith("model.")})
         best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
@@ -446,6 +457,7 @@ def fit_etn(config: dict[str, Any], out_dir: str | Path, *, progress: bool = Tru
     model = ETNPotential(etn_cfg)
     trainer = Trainer(model, train, valid, train_cfg, out_dir)
     history = trainer.fit(resume=resume)
+    model.cpu()
     metrics: dict[str, Any] = {
         "n_parameters": model.n_parameters(), "n_train": len(train), "n_valid": len(valid),
         "steps": trainer.step, "best_valid_loss": trainer.best_loss,
