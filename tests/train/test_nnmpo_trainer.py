@@ -11,6 +11,7 @@ from entangle.data import load as load_data
 from entangle.errors import ConfigError, DataError, ModelFileError, ShapeError
 from entangle.models.nnmpo import NNMPO, NNMPOConfig
 from entangle.train.nnmpo_trainer import (
+    pick_centres,
     EV_TO_CM1, NNMPOTrainer, TrainData, adam_epochs, als_sweep, canonicalize, evaluate_arrays, fit_h2co,
     fold_scales, load_h2co_arrays, make_train_data, predict_arrays, resolve_data_dir, training_loss,
 )
@@ -360,3 +361,19 @@ def test_fit_h2co_writes_model_and_metrics(shared_data, tmp_path):
     again = evaluate_arrays(model, xv, yv, fv)
     assert again["energy_mae_cm1"] == pytest.approx(metrics["energy_mae_cm1"], rel=1e-12)
     assert json.loads((tmp_path / "metrics.json").read_text())["num_parameters"] == model.num_parameters()
+
+
+def test_farthest_point_centres_are_spread_and_seed_free():
+    data = _toy_data(n_points=200)
+    picked = pick_centres(data, 10, "farthest", seed=3)
+    assert len(set(picked.tolist())) == 10
+    assert int(picked[0]) == int(torch.argmin(data.y))
+    assert torch.equal(picked, pick_centres(data, 10, "farthest", seed=7))
+    # greedy farthest-point sampling covers the cloud better than a random draw of the same size
+    def covering_radius(idx):
+        return float(torch.cdist(data.x, data.x[idx]).min(dim=1).values.max())
+    assert covering_radius(picked) < covering_radius(pick_centres(data, 10, "random", seed=0))
+    with pytest.raises(ConfigError, match="centres"):
+        pick_centres(data, 10, "kmeans")
+    with pytest.raises(ConfigError, match="training points"):
+        pick_centres(data, 500, "farthest")

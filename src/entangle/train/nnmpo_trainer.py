@@ -635,7 +635,30 @@ _TOP_KEYS = {"data", "model", "train", "seed", "out_dir", "config_dir"}
 H2CO_NAME = "h2co"  # `data: h2co` means data_root()/"h2co_pompon"
 _MODEL_KEYS = {"n_latent", "n_basis", "activation", "bond_dims", "max_bond", "w_init"}
 _TRAIN_KEYS = {"force_weight", "ridge", "threads", "max_minutes", "patience", "resume", "progress", "schedule",
-               "target_mae_cm1"}
+               "target_mae_cm1", "centres"}
+
+
+def pick_centres(data: TrainData, count: int, how: str = "random", seed: int = 0) -> torch.Tensor:
+    """Indices of the ``count`` training points whose projections become the basis centres.
+
+    ``"random"`` draws them uniformly (seeded), as the reference implementation does;
+    ``"farthest"`` is greedy farthest-point sampling in the standardised coordinates, started at
+    the lowest-energy point, so that the centres cover the sampled region evenly and do not
+    depend on the seed.
+    """
+    n = data.x.shape[0]
+    if count > n:
+        raise ConfigError(f"{count} basis centres need at least {count} training points, got {n}")
+    if how == "random":
+        return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:count]
+    if how != "farthest":
+        raise ConfigError(f"train.centres must be 'random' or 'farthest', got {how!r}")
+    picked = [int(torch.argmin(data.y.reshape(-1)))]
+    distance = (data.x - data.x[picked[0]]).norm(dim=1)
+    for _ in range(count - 1):
+        picked.append(int(torch.argmax(distance)))
+        distance = torch.minimum(distance, (data.x - data.x[picked[-1]]).norm(dim=1))
+    return torch.tensor(picked)
 
 
 def _check_keys(section: dict, allowed: set[str], where: str) -> None:
@@ -670,6 +693,7 @@ def fit_h2co(config: dict, out_dir: str | Path) -> dict:
     paths are resolved against it), ``seed``,
     ``model`` (n_latent, n_basis, activation, bond_dims | max_bond, w_init), ``train``
     (force_weight, ridge, threads, max_minutes, patience, resume, progress, target_mae_cm1,
+    centres = ``random`` | ``farthest`` (see :func:`pick_centres`),
     schedule = list of stages ``{kind: als, sites, sweeps, ridge, cutoff, max_bond, cg_iters}``,
     ``{kind: adam, epochs, lr, lr_u, batch_size, train_cores, train_u}``,
     ``{kind: cycle, repeat, stages}``). See ``examples/h2co_nnmpo.yaml``.
@@ -710,9 +734,7 @@ def fit_h2co(config: dict, out_dir: str | Path) -> dict:
                             bond_dims=mcfg.get("bond_dims"), max_bond=int(mcfg.get("max_bond", 2)), seed=seed,
                             w_init=float(mcfg.get("w_init", 0.5)))
     model = NNMPO(model_cfg)
-    gen = torch.Generator().manual_seed(seed)
-    pick = torch.randperm(train.x.shape[0], generator=gen)[: model_cfg.n_basis - 1]
-    model.set_centres(train.x[pick])
+    model.set_centres(train.x[pick_centres(train, model_cfg.n_basis - 1, tcfg.get("centres", "random"), seed)])
     max_minutes = tcfg.get("max_minutes")
     trainer = NNMPOTrainer(model, train, valid, y_scale, tcfg.get("schedule", []),
                            force_weight=float(tcfg.get("force_weight", 1.0)), ridge=float(tcfg.get("ridge", 1e-8)),
