@@ -6,8 +6,13 @@ diamond Si cell (a = 5.43 Å, jittered); r_cut = 5 Å, n_max = 8, l_max = 6, sig
 
 For every thread count (1 and 2 by default) a fresh worker process is started with
 ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``, ``RAYON_NUM_THREADS`` and ``torch.set_num_threads``
-set, and each engine is timed as the best of ``--repeats`` runs (wall clock, and process CPU
-time), in microseconds per atom, including the neighbour search of each engine:
+set. Without gradients the engines are timed in interleaved rounds (each round runs every
+engine once on the same structure, so that all of them see the same load of a shared machine)
+and each one is reported as its best of ``--repeats`` rounds (wall clock, and process CPU
+time), in microseconds per atom, including the neighbour search of each engine;
+``ratio_vs_fastest_peer`` divides entangle's time (DScribe's setting) by the faster of DScribe
+and featomic (< 1: entangle is faster). With gradients each engine is timed as the best of
+its own ``--repeats`` runs (DScribe and featomic: half as many, they take seconds).
 
 * ``entangle_dscribe``: :class:`entangle.descriptors.SOAP` with its defaults, i.e. DScribe's
   definition (GTO basis, Gaussian density, neighbours up to r_cut + 3.72 sigma, no cutoff
@@ -30,7 +35,7 @@ which is what training and MD need. Both are reported; compare them with that in
 Wall-clock numbers on a shared machine are inflated by other processes; the process CPU time
 (``cpu_us_per_atom``) is the steadier figure at 1 thread (at 2 threads it adds up both).
 
-Run: ``python benchmarks/descriptors.py [--threads 1 2] [--repeats 5] [--quick]``.
+Run: ``python benchmarks/descriptors.py [--threads 1 2] [--repeats 10] [--quick]``.
 """
 
 from __future__ import annotations
@@ -70,6 +75,21 @@ def best(function, repeats: int) -> tuple[float, float, object]:
     return min(walls), min(cpus), result
 
 
+def interleaved(functions: dict, repeats: int) -> dict:
+    """``{name: (best wall s, best CPU s, last result)}``, timed in ``repeats`` rounds that call
+    every function once (after one warm-up round)."""
+    results = {name: function() for name, function in functions.items()}
+    walls = {name: [] for name in functions}
+    cpus = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            wall, cpu = time.perf_counter(), time.process_time()
+            results[name] = function()
+            walls[name].append(time.perf_counter() - wall)
+            cpus[name].append(time.process_time() - cpu)
+    return {name: (min(walls[name]), min(cpus[name]), results[name]) for name in functions}
+
+
 def worker(threads: int, repeats: int, quick: bool, dscribe_centers: int) -> dict:
     import numpy as np
     import torch
@@ -91,6 +111,7 @@ def worker(threads: int, repeats: int, quick: bool, dscribe_centers: int) -> dic
         per_atom = 1e6 / n_atoms
         entry: dict = {"n_atoms": n_atoms}
         structure = Structure.from_ase(atoms)
+        forward, with_forces = {}, {}
 
         for label, cutoff in (("entangle_dscribe", None), ("entangle_cosine", "cosine")):
             soap = SOAP(SOAPConfig(species=tuple(species), r_cut=R_CUT, n_max=N_MAX,
@@ -98,28 +119,40 @@ def worker(threads: int, repeats: int, quick: bool, dscribe_centers: int) -> dic
             weights = torch.randn(soap([structure]).power_spectrum.shape[1:], dtype=torch.float64,
                                   generator=torch.Generator().manual_seed(0))
 
-            def forward(soap=soap):
+            def run(soap=soap):
                 with torch.no_grad():
                     return soap([structure]).power_spectrum
 
-            def with_forces(soap=soap, weights=weights):
+            def forces(soap=soap, weights=weights):
                 batch = soap.batch([structure])
                 batch.positions.requires_grad_(True)
                 energy = (soap(batch).power_spectrum * weights).sum()
                 return torch.autograd.grad(energy, batch.positions)[0]
 
-            wall, cpu, b2 = best(forward, repeats)
-            wall_g, cpu_g, _ = best(with_forces, repeats)
-            entry[label] = {"us_per_atom": wall * per_atom, "cpu_us_per_atom": cpu * per_atom,
-                            "with_forces_us_per_atom": wall_g * per_atom,
-                            "with_forces_cpu_us_per_atom": cpu_g * per_atom}
-            if cutoff is None:
-                entangle_flat = b2.reshape(n_atoms, -1)[
-                    :, dscribe_indices(species, N_MAX, L_MAX)].numpy()
+            forward[label], with_forces[label] = run, forces
 
         dscribe = DScribeSOAP(species=species, r_cut=R_CUT, n_max=N_MAX, l_max=L_MAX,
                               sigma=SIGMA, periodic=True)
-        wall, cpu, reference = best(lambda: dscribe.create(atoms, n_jobs=1), repeats)
+        forward["dscribe"] = lambda: dscribe.create(atoms, n_jobs=1)
+        if featomic is not None:
+            calculator = featomic.SoapPowerSpectrum(
+                cutoff={"radius": R_CUT, "smoothing": {"type": "ShiftedCosine", "width": 0.5}},
+                density={"type": "Gaussian", "width": SIGMA},
+                basis={"type": "TensorProduct", "max_angular": L_MAX,
+                       "radial": {"type": "Gto", "max_radial": N_MAX - 1}})
+            forward["featomic"] = lambda: calculator.compute(atoms)
+
+        timed = interleaved(forward, repeats)  # no gradients: all engines side by side
+        for label in ("entangle_dscribe", "entangle_cosine"):
+            wall, cpu, _ = timed[label]
+            wall_g, cpu_g, _ = best(with_forces[label], repeats)
+            entry[label] = {"us_per_atom": wall * per_atom, "cpu_us_per_atom": cpu * per_atom,
+                            "with_forces_us_per_atom": wall_g * per_atom,
+                            "with_forces_cpu_us_per_atom": cpu_g * per_atom}
+        entangle_flat = timed["entangle_dscribe"][2].reshape(n_atoms, -1)[
+            :, dscribe_indices(species, N_MAX, L_MAX)].numpy()
+
+        wall, cpu, reference = timed["dscribe"]
         centers = list(range(min(dscribe_centers, n_atoms)))
         method = "analytical"
         try:
@@ -139,17 +172,16 @@ def worker(threads: int, repeats: int, quick: bool, dscribe_centers: int) -> dic
         if featomic is None:
             entry["featomic"] = "not installed"
         else:
-            calculator = featomic.SoapPowerSpectrum(
-                cutoff={"radius": R_CUT, "smoothing": {"type": "ShiftedCosine", "width": 0.5}},
-                density={"type": "Gaussian", "width": SIGMA},
-                basis={"type": "TensorProduct", "max_angular": L_MAX,
-                       "radial": {"type": "Gto", "max_radial": N_MAX - 1}})
-            wall, cpu, _ = best(lambda: calculator.compute(atoms), repeats)
+            wall, cpu, _ = timed["featomic"]
             wall_g, cpu_g, _ = best(lambda: calculator.compute(atoms, gradients=["positions"]),
                                     max(1, repeats // 2))
             entry["featomic"] = {"us_per_atom": wall * per_atom, "cpu_us_per_atom": cpu * per_atom,
                                  "gradients_us_per_atom": wall_g * per_atom,
                                  "gradients_cpu_us_per_atom": cpu_g * per_atom}
+        peers = [name for name in ("dscribe", "featomic") if name in timed]
+        entry["ratio_vs_fastest_peer"] = {
+            key: entry["entangle_dscribe"][key] / min(entry[peer][key] for peer in peers)
+            for key in ("us_per_atom", "cpu_us_per_atom")}
         results[name] = entry
     return results
 
@@ -157,7 +189,7 @@ def worker(threads: int, repeats: int, quick: bool, dscribe_centers: int) -> dic
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--dscribe-centers", type=int, default=20)
     parser.add_argument("--quick", action="store_true", help="small cells (a smoke test)")
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)

@@ -83,6 +83,27 @@ def test_batch_offsets_and_structure_index():
     assert r.shape == (len(from_batch), 3) and (r.norm(dim=1) < 3.0).all()
 
 
+@pytest.mark.parametrize("name", ["small", "triclinic", "slab", "mixed"])
+def test_sorted_and_unsorted_lists(name):
+    """Sorted lists are ordered by (i, j, S) exactly; sort=False gives the same pairs."""
+    s = _structure(_systems()[name])
+    pairs = neighbour_list([s, s], 6.0)
+    rows = [(int(k), i, j, *shift) for k, i, j, shift in zip(
+        pairs.structure, pairs.centers.tolist(), pairs.neighbors.tolist(),
+        pairs.shifts.tolist())]
+    assert rows == sorted(rows) and len(set(rows)) == len(rows)
+    loose = neighbour_list([s, s], 6.0, sort=False)
+    assert torch.equal(loose.structure, pairs.structure)  # structures stay in order
+    assert sorted(zip(loose.structure.tolist(), loose.centers.tolist(),
+                      loose.neighbors.tolist(), map(tuple, loose.shifts.tolist()))) \
+        == [(k, i, j, tuple(shift)) for k, i, j, *shift in rows]
+    batch = AtomsBatch.from_structures([s, s])
+    torch.testing.assert_close(pair_vectors(batch.positions, batch.cell, loose).norm(dim=1),
+                               pair_vectors(batch.positions[:s.n_atoms], batch.cell[:1],
+                                            neighbour_list(s, 6.0, sort=False)
+                                            ).norm(dim=1).repeat(2), rtol=1e-14, atol=1e-14)
+
+
 def test_bad_arguments():
     s = _structure(_systems()["water"])
     for cutoff in (0.0, -1.0, float("nan"), float("inf"), "5"):

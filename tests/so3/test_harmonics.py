@@ -10,6 +10,7 @@ from scipy.special import sph_harm_y
 
 from entangle.errors import ConfigError, DataError, ShapeError
 from entangle.so3 import num_harmonics, real_spherical_harmonics, solid_harmonics
+from entangle.so3.harmonics import block_order, block_to_standard, solid_harmonic_blocks
 
 F64 = torch.float64
 
@@ -180,10 +181,36 @@ def test_autograd_and_blocked_paths_agree(normalize):
     blocked = real_spherical_harmonics(v, 3, normalize=normalize)  # no grad: blocked path
     graph = real_spherical_harmonics(v.clone().requires_grad_(), 3, normalize=normalize)
     assert graph.requires_grad and not blocked.requires_grad
-    torch.testing.assert_close(blocked, graph.detach(), atol=0, rtol=0)
+    # the no-grad path vectorises the recursion over m: the same values up to rounding
+    torch.testing.assert_close(blocked, graph.detach(), atol=1e-12, rtol=1e-12)
+    first = real_spherical_harmonics(v, 3, normalize=normalize, channels_first=True)
+    torch.testing.assert_close(first, blocked.movedim(-1, 0), atol=0, rtol=0)
+    first_graph = real_spherical_harmonics(v.clone().requires_grad_(), 3, normalize=normalize,
+                                           channels_first=True)
+    torch.testing.assert_close(first_graph, graph.movedim(-1, 0), atol=0, rtol=0)
     with torch.no_grad():
         again = real_spherical_harmonics(v.requires_grad_(), 3, normalize)
     torch.testing.assert_close(again, blocked, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("l_max", [0, 1, 2, 7])
+def test_solid_harmonic_blocks(l_max):
+    """Blocks in "cosine first" order; block_to_standard restores l*l + l + m."""
+    v = _points(40, seed=5)
+    expected = solid_harmonics(v, l_max)  # [n, lm]
+    blocks = list(solid_harmonic_blocks(v, l_max))
+    assert [b.shape for b in blocks] == [(2 * l + 1, len(v)) for l in range(l_max + 1)]
+    for l, block in enumerate(blocks):
+        columns = [l * l + l + m for m in block_order(l)]
+        torch.testing.assert_close(block, expected[:, columns].T, atol=1e-12, rtol=1e-12)
+    stacked = torch.cat(blocks)[block_to_standard(l_max)]
+    torch.testing.assert_close(stacked, expected.T, atol=1e-12, rtol=1e-12)
+    first = torch.cat(list(solid_harmonic_blocks(v.T.contiguous(), l_max, components_first=True)))
+    torch.testing.assert_close(first, torch.cat(blocks), atol=0, rtol=0)
+    with pytest.raises(DataError):
+        solid_harmonic_blocks(v.clone().requires_grad_(), l_max)
+    with pytest.raises(ShapeError):
+        solid_harmonic_blocks(v.reshape(2, -1, 3), l_max)
 
 
 def test_large_l_is_stable():

@@ -40,6 +40,7 @@ from entangle.data import Neighbours, pair_vectors
 from entangle.descriptors.radial import GTOBasis
 from entangle.errors import ShapeError
 from entangle.so3 import real_spherical_harmonics
+from entangle.so3.harmonics import block_to_standard, solid_harmonic_blocks
 
 CHUNK_SLOTS = 16384
 """Neighbour slots processed together: keeps temporaries at a few MB (in cache, and below the
@@ -61,9 +62,11 @@ class PaddedNeighbours:
 
     Attributes
     ----------
-    neighbours : Neighbours
-        ``n_atoms * n_species * K`` pairs; slot ``k`` of row ``(i, α)`` is pair
-        ``(i * n_species + α) * K + k``. Unused slots are ``(i, i, S = 0)`` (zero vector).
+    pairs : Neighbours
+        The ``P`` pairs (in the order they were given).
+    slots : torch.Tensor
+        ``(P,)`` int64 flat slot ``(i * n_species + α) * K + k`` of each pair: slot ``k`` of
+        row ``(i, α)``. The other slots hold the zero vector.
     real : torch.Tensor
         ``(n_atoms, n_species, K)`` bool, True where the slot holds an actual neighbour.
     center : torch.Tensor
@@ -76,7 +79,8 @@ class PaddedNeighbours:
         Sizes; ``width`` is ``K``.
     """
 
-    neighbours: Neighbours
+    pairs: Neighbours
+    slots: torch.Tensor
     real: torch.Tensor
     center: torch.Tensor
     counts: torch.Tensor
@@ -94,7 +98,9 @@ class PaddedNeighbours:
 
         Unused and centre slots give exactly zero.
         """
-        return pair_vectors(positions, cell, self.neighbours).view(
+        vectors = pair_vectors(positions, cell, self.pairs)  # [P, 3]
+        padded = vectors.new_zeros(self.n_atoms * self.n_species * self.width, 3)
+        return padded.index_copy(0, self.slots, vectors).view(
             self.n_atoms, self.n_species, self.width, 3)
 
     def weights(self, cutoff: torch.Tensor | None = None,
@@ -139,7 +145,7 @@ def pad_neighbours(neighbours: Neighbours, atom_structure: torch.Tensor, species
     device = atom_structure.device
     n_pairs = len(neighbours)
     n_rows = n_atoms * n_species
-    row = neighbours.centers * n_species + species[neighbours.neighbors]  # [P]
+    row = neighbours.centers * n_species + species.index_select(0, neighbours.neighbors)  # [P]
     counts = torch.bincount(row, minlength=n_rows)  # [N*S]
     atoms = torch.arange(n_atoms, device=device)
     own_row = atoms * n_species + species  # [N]
@@ -147,26 +153,21 @@ def pad_neighbours(neighbours: Neighbours, atom_structure: torch.Tensor, species
     if include_center:
         first[own_row] = 1
     width = max(int((counts + first).max()) if n_rows else 0, 1)
-    order = torch.argsort(row, stable=True)  # [P]
-    sorted_row = row[order]  # [P]
-    starts = torch.cumsum(counts, 0) - counts  # [N*S]
-    slot = first[sorted_row] + torch.arange(n_pairs, device=device) - starts[sorted_row]  # [P]
-    flat = sorted_row * width + slot  # [P]
-    own = atoms.repeat_interleave(n_species * width)  # [N*S*K]
-    neighbors = own.clone()
-    neighbors[flat] = neighbours.neighbors[order]
-    shifts = torch.zeros(n_rows * width, 3, dtype=torch.int64, device=device)
-    shifts[flat] = neighbours.shifts[order]
+    # stable order by row (int32 sorts about twice as fast), then slot = rank within the row
+    order = torch.argsort(row.to(torch.int32) if n_rows < 2**31 else row, stable=True)  # [P]
+    sorted_row = row.index_select(0, order)  # [P]
+    offset = first - (torch.cumsum(counts, 0) - counts)  # [N*S] first slot - first rank
+    flat = sorted_row * width + offset.index_select(0, sorted_row) \
+        + torch.arange(n_pairs, device=device)  # [P] slot of the pair order[p]
+    slots = torch.empty_like(flat).index_copy_(0, order, flat)  # [P] slot of pair p
     real = torch.zeros(n_rows * width, dtype=torch.bool, device=device)
-    real[flat] = True
+    real[slots] = True
     center = torch.zeros(n_rows * width, dtype=torch.bool, device=device)
     if include_center:
         center[own_row * width] = True
-    padded = Neighbours(centers=own, neighbors=neighbors, shifts=shifts,
-                        structure=atom_structure.repeat_interleave(n_species * width),
-                        cutoff=neighbours.cutoff)
     shape = (n_atoms, n_species, width)
-    return PaddedNeighbours(neighbours=padded, real=real.view(shape), center=center.view(shape),
+    return PaddedNeighbours(pairs=neighbours, slots=slots, real=real.view(shape),
+                            center=center.view(shape),
                             counts=(counts + first).view(n_atoms, n_species), n_atoms=n_atoms,
                             n_species=n_species, width=width)
 
@@ -196,18 +197,22 @@ def _contract(radial: list[torch.Tensor], harmonics: torch.Tensor,
 
 
 def _by_chunks(rows: torch.Tensor, weights: torch.Tensor, counts: torch.Tensor | None,
-               compute: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """Apply ``compute(rows, weights) -> (g, n, lm)`` to chunks of rows and reassemble.
+               compute: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+               components_first: bool = False) -> torch.Tensor:
+    """Apply ``compute(rows, weights) -> (g, ...)`` to chunks of rows and reassemble.
 
-    rows : (G, K, 3); weights : (G, K); counts : (G,) occupied (leading) slots per row or None.
+    rows : (G, K, 3), or (3, G, K) if ``components_first`` (chunks are then (3, g, k));
+    weights : (G, K); counts : (G,) occupied (leading) slots per row or None.
     With ``counts`` the rows are visited in order of increasing count and each chunk is cut to
     its own largest count, so little work is spent on padding; the result is put back in the
-    original row order. Chunks hold about :data:`CHUNK_SLOTS` slots.
+    original row order (without autograd each chunk is written straight to its rows).
+    Chunks hold about :data:`CHUNK_SLOTS` slots.
     """
     n_rows, width = weights.shape
     order = None if counts is None else torch.argsort(counts, stable=True)  # [G]
     step = max(1, CHUNK_SLOTS // max(width, 1))
-    outputs = []
+    graph = torch.is_grad_enabled() and (rows.requires_grad or weights.requires_grad)
+    outputs, out = [], None
     for start in range(0, n_rows, step):
         if order is None:
             index = slice(start, start + step)
@@ -215,8 +220,17 @@ def _by_chunks(rows: torch.Tensor, weights: torch.Tensor, counts: torch.Tensor |
         else:
             index = order[start:start + step]
             used = max(int(counts[index[-1]]), 1)  # the largest count of the chunk
-        outputs.append(compute(rows[index, :used], weights[index, :used]))
-    out = torch.cat(outputs, dim=0)  # [G, n, lm] in visiting order
+        chunk = compute(rows[:, index, :used] if components_first else rows[index, :used],
+                        weights[index, :used])  # [g, ...]
+        if graph:
+            outputs.append(chunk)
+            continue
+        if out is None:  # without autograd each chunk goes straight to its rows
+            out = chunk.new_empty((n_rows,) + chunk.shape[1:])  # [G, ...]
+        out[index] = chunk
+    if not graph:
+        return out
+    out = torch.cat(outputs, dim=0)  # [G, ...] in visiting order
     if order is None:
         return out
     return out[torch.argsort(order)]  # back to the original row order
@@ -240,6 +254,10 @@ def gaussian_density(vectors: torch.Tensor, weights: torch.Tensor, basis: GTOBas
     harmonics: no square root, smooth everywhere, also at the zero vector of the central atom)
     and ``K`` is applied once per atom.
 
+    Rows are processed in chunks, by :func:`_gaussian_rows` without autograd (nothing requires
+    a gradient, or grad mode is off) and by :func:`_gaussian_rows_graph` with it; both give
+    the same values to rounding.
+
     Parameters
     ----------
     vectors : (N, S, K, 3) pair vectors in Å (differentiable), e.g.
@@ -257,29 +275,88 @@ def gaussian_density(vectors: torch.Tensor, weights: torch.Tensor, basis: GTOBas
     """
     _check_slots(vectors, weights)
     n_atoms, n_species, width, _ = vectors.shape
-
-    def compute(rows: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        blocks = _gaussian_blocks(rows, w, basis, sigma)  # [g, 2l+1, n] each
-        return torch.cat([block.transpose(1, 2) for block in blocks], dim=-1)  # [g, n, lm]
-
-    out = _by_chunks(vectors.reshape(n_atoms * n_species, width, 3),
-                     weights.reshape(n_atoms * n_species, width),
-                     None if counts is None else counts.reshape(-1), compute)  # [G, n, lm]
-    return out.view(n_atoms, n_species, basis.n_max, (basis.l_max + 1) ** 2)
-
-
-def _gaussian_blocks(rows: torch.Tensor, weights: torch.Tensor, basis: GTOBasis,
-                     sigma: float) -> list[torch.Tensor]:
-    """Per-l blocks ``A_l[g, m, n]`` (G, 2l+1, n_max) of :func:`gaussian_density`.
-
-    rows : (G, K, 3) vectors; weights : (G, K) float or bool.
-    """
     l_max = basis.l_max
     k, gamma = basis.smeared_constants(sigma)
-    k, gamma = k.to(rows.dtype), gamma.to(rows.dtype)
+    k, gamma = k.to(vectors.dtype), gamma.to(vectors.dtype)  # [L, n, n'], [L, n']
+    graph = torch.is_grad_enabled() and (vectors.requires_grad or weights.requires_grad)
+    rows_of = _gaussian_rows_graph if graph else _gaussian_rows
+    rate = gamma / math.log(2.0)  # [L, n']: exp(-γ d²) = 2^(-rate d²); exp2 is the faster one
+    k_transposed = k.transpose(1, 2).contiguous()  # [L, n', n]
+    standard = block_to_standard(l_max, vectors.device)
+
+    def compute(rows: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return rows_of(rows, w, rate, k_transposed, standard)  # [g, n, lm]
+
+    rows = vectors.reshape(n_atoms * n_species, width, 3)  # [G, K, 3]
+    out = _by_chunks(rows if graph else rows.permute(2, 0, 1),  # no grad: [3, G, K]
+                     weights.reshape(n_atoms * n_species, width),
+                     None if counts is None else counts.reshape(-1), compute,
+                     components_first=not graph)  # [G, n, lm]
+    return out.view(n_atoms, n_species, basis.n_max, (l_max + 1) ** 2)
+
+
+def _gaussian_rows(rows: torch.Tensor, weights: torch.Tensor, rate: torch.Tensor,
+                   k_transposed: torch.Tensor, standard: torch.Tensor) -> torch.Tensor:
+    """No-grad kernel of :func:`gaussian_density` for rows ``g``: (G, n_max, (l_max + 1)**2).
+
+    rows : (3, G, K) vectors, Å (components first); weights : (G, K) float or bool;
+    rate : (L, n') ``γ / ln 2``, Å⁻², and k_transposed : (L, n', n) ``K[l]^T``, from
+    :meth:`GTOBasis.smeared_constants`;
+    standard : :func:`~entangle.so3.harmonics.block_to_standard` of ``l_max``.
+
+    One ``l`` at a time (so that a chunk's temporaries stay in cache): the solid harmonics
+    ``Y_l[m, g, k]`` (components first, in the block order ``m = 0, 1..l, -1..-l`` of
+    :func:`~entangle.so3.harmonics.solid_harmonic_blocks`), the primitives
+    ``P_l[g, n', k] = w 2^(-rate[l, n'] d²)``, one ``bmm`` ``Y_l[g] P_l[g]^T`` (G, 2l+1, n') and
+    one product with ``K[l]^T``; the blocks are then put in the order ``l*l + l + m``. A bool
+    mask moves the empty slots to the origin, where every solid harmonic but ``Y_00``
+    vanishes, and zeroes ``Y_00`` there: no multiplication by the weights, and no ``exp(-∞)``
+    (several times slower than a finite exponential).
+    """
+    _, n_rows, width = rows.shape
+    mask = weights.dtype == torch.bool
+    if mask:
+        rows = torch.where(weights, rows, 0.0)  # [3, G, K]
+    else:
+        scale = weights.to(rows.dtype).unsqueeze(1)  # [G, 1, K]
+    x, y, z = rows.reshape(3, 1, n_rows, width)
+    d2 = (x * x + y * y + z * z).view(n_rows, 1, width)  # [G, 1, K]
+    # DScribe's GTOs: the first function (a_0 = 1 Å) has the same exponent for every l
+    shared = bool((rate[:, 0] == rate[0, 0]).all())
+    if shared:
+        first = torch.mul(d2, -rate[0, 0]).exp2_()  # [G, 1, K], once for all l
+    blocks = []
+    for l, solid in enumerate(solid_harmonic_blocks(rows.reshape(3, -1), rate.shape[0] - 1,
+                                                    components_first=True)):  # [2l+1, G*K]
+        if l == 0 and mask:
+            solid = solid.masked_fill(~weights.view(1, -1), 0.0)  # Y_00 of the empty slots
+        if shared:
+            primitives = d2.new_empty(n_rows, rate.shape[1], width)  # [G, n', K]
+            primitives[:, :1] = first
+            torch.mul(d2, -rate[l, 1:, None], out=primitives[:, 1:]).exp2_()
+        else:
+            primitives = torch.mul(d2, -rate[l][:, None]).exp2_()  # [G, n', K]
+        if not mask:
+            primitives *= scale  # [G, n', K]
+        summed = torch.bmm(solid.view(2 * l + 1, n_rows, width).transpose(0, 1),
+                           primitives.transpose(1, 2))  # [G, 2l+1, n']
+        blocks.append(torch.matmul(summed, k_transposed[l]))  # [G, 2l+1, n]
+    out = torch.cat(blocks, dim=1)  # [G, lm, n], lm in block order
+    return out.transpose(1, 2).index_select(2, standard)  # [G, n, lm]
+
+
+def _gaussian_rows_graph(rows: torch.Tensor, weights: torch.Tensor, rate: torch.Tensor,
+                         k_transposed: torch.Tensor, standard: torch.Tensor) -> torch.Tensor:
+    """Autograd kernel of :func:`gaussian_density`: (G, n_max, (l_max + 1)**2).
+
+    Same arguments and result as :func:`_gaussian_rows` (``standard`` is not needed: the
+    harmonics come in the order ``l*l + l + m``), with the harmonics' components last and
+    primitives ``(G, K, n')``, so that the backward pass reads unit-stride arrays.
+    """
+    l_max = rate.shape[0] - 1
     d2 = (rows * rows).sum(dim=-1)  # [G, K]
     scale = None
-    if weights.dtype == torch.bool:  # exp(-γ·∞) = 0 on empty slots, without a multiplication
+    if weights.dtype == torch.bool:  # 2^(-r·∞) = 0 on empty slots, without a multiplication
         d2 = torch.where(weights, d2, torch.full_like(d2, math.inf))  # [G, K]
     else:
         scale = weights.to(rows.dtype).unsqueeze(-1)  # [G, K, 1]
@@ -288,12 +365,12 @@ def _gaussian_blocks(rows: torch.Tensor, weights: torch.Tensor, basis: GTOBasis,
     harmonics = torch.split(solid, [2 * l + 1 for l in range(l_max + 1)], dim=-1)
     blocks = []
     for l, y in enumerate(harmonics):
-        primitives = torch.exp(-gamma[l] * d2)  # [G, K, n']
+        primitives = torch.exp2(-rate[l] * d2)  # [G, K, n']
         if scale is not None:
             primitives = primitives * scale  # [G, K, n']
         summed = torch.bmm(y.transpose(1, 2), primitives)  # [G, 2l+1, n']
-        blocks.append(torch.matmul(summed, k[l].T))  # [G, 2l+1, n]
-    return blocks
+        blocks.append(torch.matmul(summed, k_transposed[l]).transpose(1, 2))  # [G, n, 2l+1]
+    return torch.cat(blocks, dim=-1)  # [G, n, lm]
 
 
 def delta_density(vectors: torch.Tensor, weights: torch.Tensor, real: torch.Tensor,

@@ -156,10 +156,11 @@ def power_spectrum(density: torch.Tensor, normalisation: str = "dscribe",
     if torch.is_grad_enabled() and density.requires_grad:
         out = torch.stack([torch.bmm(x * c, x.transpose(1, 2))  # [rows, width, width] per l
                            for x, c in pieces], dim=-1)
-    else:  # write each l straight into its place: no temporaries, no stacking copy
+    else:  # write each l straight into its place, c_l as the GEMM's alpha: no temporaries
         out = density.new_empty(l_max + 1, flat.shape[0], flat.shape[1], flat.shape[1])
         for l, (x, c) in enumerate(pieces):
-            torch.bmm(x * c, x.transpose(1, 2), out=out[l])  # [rows, width, width]
+            torch.baddbmm(out[l], x, x.transpose(1, 2), beta=0.0, alpha=c,
+                          out=out[l])  # [rows, width, width]
         out = out.permute(1, 2, 3, 0)  # [rows, width, width, L]
     if crossover:
         out = out.reshape(n_atoms, n_species, n_max, n_species, n_max, l_max + 1)
@@ -454,7 +455,7 @@ class SOAP(nn.Module):
         The centre slot is reserved when ``include_center``. Raises DataError for an element
         that is not among the configured species.
         """
-        pairs = neighbour_list(batch, cutoff=self.config.neighbour_radius)
+        pairs = neighbour_list(batch, cutoff=self.config.neighbour_radius, sort=False)
         return pad_neighbours(pairs, batch.batch, self.species_index(batch), self.n_species,
                               include_center=bool(self.config.include_center))
 
