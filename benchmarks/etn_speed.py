@@ -1,17 +1,44 @@
-"""Speed and memory of ETN energy+forces evaluation (CPU, float64).
+"""Speed and memory of ETN energy+forces evaluation against a small MACE (CPU, float64).
 
-Prints JSON. For each model and cell (1,024-atom bcc Mo, 2,048-atom random fcc CuAu, rattled)
-and each thread count: µs/atom for energy + forces with and without the neighbour list, as
-best-of-N wall time *and* CPU time (``time.process_time``, all threads, user + system); on a
-shared, loaded machine the wall time is inflated by waiting for a core, the CPU time much
-less (``load_average`` is printed). Also: a stage breakdown (neighbour list, pair geometry,
-descriptor contraction + tensor train, pair forces), the floating-point operations of the
-tensor-train contraction (forward + input gradient, dense cores) and of the whole model
-evaluation, the achieved GFLOP/s, the minor page faults per evaluation (fresh memory costs
-several µs per page in some sandboxes), and the peak resident memory of one 10,000-atom
-evaluation. Weights are random: speed does not depend on their values.
+Prints JSON. One run measures, side by side and interleaved (every repeat evaluates every
+model once, so load changes hit all of them alike), for each cell (1,024-atom bcc Mo,
+2,048-atom random fcc CuAu, both rattled) and each thread count (1 and 2):
 
-Usage: python benchmarks/etn_speed.py [--threads 1 2] [--repeats 7] [--keep-freed-memory]
+* entangle's ETN of the size fitted to Mo (``examples/mlearn_Mo_etn.yaml``:
+  ``{N_rad, d, L, N_spec_rank, N_rad_rank, N_ett_rank} = {10, 3, 3, 1, 5, 3}``, decay 2,
+  ``r_cut`` 5 Å; forces in closed form), and optionally the other ETN sizes of ``MODELS``;
+* MACE (``mace-torch``, random weights, seeded) with the same 5 Å cutoff, 2 interaction
+  layers, correlation order 3, spherical harmonics to ``l = 3``, 8 Bessel functions,
+  polynomial cutoff p = 5, MLP readout 16x0e, hidden irreps ``16x0e+16x1o`` ("MACE_L1",
+  max_L = 1) and ``32x0e`` ("MACE_L0"); energy + forces by autograd (``compute_force=True``).
+
+Both get the same neighbour list (entangle's, timed separately and added). Reported per
+model: the median wall and CPU time (``time.process_time``: all threads) per atom over the
+repeats after two warm-up evaluations, the ratio MACE/ETN of the medians, the matrix-product
+FLOPs of one evaluation counted by ``torch.utils.flop_counter.FlopCounterMode`` (mm/bmm/
+einsum; elementwise work is not counted) and the achieved GFLOP/s; for the ETN also the
+analytic FLOP count of the tensor-train contraction with its input gradient
+(:func:`ett_flops`) and of the whole model (:func:`model_flops`), a stage breakdown and the
+contraction's GFLOP/s. The peak resident memory (``ru_maxrss``) of one energy+forces
+evaluation of a 10,648-atom bcc Mo cell (22x22x22 primitive cells) is measured in a fresh
+subprocess per model so that peaks do not mix.
+
+Threads: libgomp's default lets idle OpenMP threads spin at every barrier; on a machine whose
+cores are busy with other jobs a spinning thread steals the core its partner needs, and
+every parallel region can wait for a scheduler time slice (5-10x slower with 2 threads here).
+Each timing set therefore runs in its own subprocess with ``OMP_WAIT_POLICY`` set as asked
+(``--wait-policy passive active``; ``active`` is the libgomp default behaviour).
+
+Weights are random: speed does not depend on their values. MACE is optional (skipped with a
+note if ``mace`` does not import). Installing it without touching torch (mace-torch pins
+e3nn 0.4.4 but runs with the e3nn 0.6 that entangle's bench extra installs)::
+
+    pip install --no-deps mace-torch==0.3.16
+    pip install --no-deps torch-ema torchmetrics lightning-utilities pandas
+
+Usage: python benchmarks/etn_speed.py [--threads 1 2] [--repeats 7] [--wait-policy passive]
+       [--mace MACE_L1 MACE_L0] [--models mlearn_Mo] [--no-big] [--keep-freed-memory]
+       [--out results.json]
 """
 
 from __future__ import annotations
@@ -21,20 +48,29 @@ import ctypes
 import json
 import os
 import resource
+import subprocess
+import sys
 import time
+from statistics import median
 
 import numpy as np
 import torch
 from ase.build import bulk
+from torch.utils.flop_counter import FlopCounterMode
 
 from entangle.data import AtomsBatch, Structure, neighbour_list
 from entangle.models.etn import ETNConfig, ETNPotential, ett_energy_and_gradient
 
-MODELS = {  # {N_rad, d, L, N_spec_rank, N_rad_rank, N_ett_rank}
-    "example_mlearn": (8, 3, 3, 1, 4, 3),
-    "ETN2_table2": (8, 3, 2, 3, 3, 2),
-    "ETN3_table2": (9, 3, 5, 3, 4, 3),
+R_CUT = 5.0
+MODELS = {  # ({N_rad, d, L, N_spec_rank, N_rad_rank, N_ett_rank}, decay_rad)
+    "mlearn_Mo": ((10, 3, 3, 1, 5, 3), 2.0),  # examples/mlearn_Mo_etn.yaml (fitted to Mo)
+    # the most accurate Mo fit in BENCHMARKS.md (--set n_rad=12 L=4 rad_rank=6 ett_rank=6)
+    "mlearn_Mo_large": ((12, 3, 4, 1, 6, 6), 2.0),
+    "ETN2_table2": ((8, 3, 2, 3, 3, 2), 1.0),
+    "ETN3_table2": ((9, 3, 5, 3, 4, 3), 1.0),
 }
+MACE_VARIANTS = {"MACE_L1": "16x0e+16x1o", "MACE_L0": "32x0e"}
+SYSTEMS = {"Mo1024": [42], "CuAu2048": [29, 79]}
 
 
 def cell(kind: str) -> Structure:
@@ -44,24 +80,27 @@ def cell(kind: str) -> Structure:
     elif kind == "CuAu2048":
         atoms = bulk("Cu", "fcc", a=3.85, cubic=True).repeat((8, 8, 8))
         atoms.numbers[np.random.default_rng(0).random(len(atoms)) < 0.5] = 79
-    else:  # Mo10000
-        atoms = bulk("Mo", "bcc", a=3.16, cubic=True).repeat((17, 17, 18))[:10000]
+    elif kind == "Mo10648":
+        atoms = bulk("Mo", "bcc", a=3.16).repeat((22, 22, 22))
+    else:
+        raise ValueError(kind)
     atoms.rattle(0.05, seed=1)
     return Structure(positions=atoms.positions, numbers=atoms.numbers,
                      cell=np.array(atoms.cell), pbc=True)
 
 
-def _best(fn, repeats: int) -> tuple[float, float, float]:
-    """Best wall and best CPU seconds of ``fn`` over ``repeats`` calls, and page faults/call."""
-    walls, cpus = [], []
-    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(repeats):
-        c0, t0 = time.process_time(), time.perf_counter()
-        fn()
-        walls.append(time.perf_counter() - t0)
-        cpus.append(time.process_time() - c0)
-    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / repeats
-    return min(walls), min(cpus), faults
+def _clock(fn) -> tuple[float, float]:
+    """Wall and CPU (all threads) seconds of one call."""
+    c0, t0 = time.process_time(), time.perf_counter()
+    fn()
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def _median(fn, repeats: int) -> tuple[float, float]:
+    """Median wall and CPU seconds of ``fn`` over ``repeats`` calls (after one warm-up)."""
+    fn()
+    times = [_clock(fn) for _ in range(repeats)]
+    return median(t[0] for t in times), median(t[1] for t in times)
 
 
 def ett_flops(model: ETNPotential, n_atoms: int) -> int:
@@ -89,52 +128,16 @@ def model_flops(model: ETNPotential, n_atoms: int, n_pairs: int) -> int:
     k = model.n_descriptor
     n_low = model.l_max ** 2
     n_y = (model.l_max + 1) ** 2
-    flops += n_pairs * (6 * k + 2 * n_y * 3 * n_low + 2 * 3 * n_low + 6 * n_y + 12)
+    flops += n_pairs * (2 * 2 * k + 2 * k + 2 * 3 * n_y * n_low + 2 * 3 * n_low + 6 * n_y + 12)
     return flops
 
 
-def time_model(model: ETNPotential, structure: Structure, repeats: int) -> dict[str, float]:
-    """Timings of energy + forces (no stress) for one structure; see the module docstring."""
-    batch = AtomsBatch.from_structures([structure])
-    r_cut = model.config.r_cut
-    n = structure.n_atoms
-    with torch.no_grad():
-        nbrs = neighbour_list(batch, r_cut)
-        model(batch, nbrs, forces=True)  # warm-up
-
-        def full() -> None:
-            model(batch, neighbour_list(batch, r_cut), forces=True)
-
-        geom = model.geometry(batch, nbrs)
-        tables = model.radial_tables()
-        cores = model.dense_cores()
-        v = model._features(geom, tables)
-        _, grad = ett_energy_and_gradient(v, cores)
-        stages = {
-            "neighbour_list": lambda: neighbour_list(batch, r_cut),
-            "geometry": lambda: model.geometry(batch, nbrs),
-            "features+ett": lambda: ett_energy_and_gradient(model._features(geom, tables),
-                                                            cores),
-            "ett_only": lambda: ett_energy_and_gradient(v, cores),
-            "pair_forces": lambda: model._pair_gradient(geom, grad, tables),
-        }
-        wall, cpu, faults = _best(full, repeats)
-        wall_m, cpu_m, _ = _best(lambda: model(batch, nbrs, forces=True), repeats)
-        stage_cpu = {name: _best(fn, repeats)[1] for name, fn in stages.items()}
-    ett = ett_flops(model, n)
-    total = model_flops(model, n, len(nbrs))
-    return {
-        "n_atoms": n, "pairs_per_atom": len(nbrs) / n,
-        "us_per_atom_wall": 1e6 * wall / n, "us_per_atom_cpu": 1e6 * cpu / n,
-        "us_per_atom_model_only_wall": 1e6 * wall_m / n,
-        "us_per_atom_model_only_cpu": 1e6 * cpu_m / n,
-        "stage_us_per_atom_cpu": {k: 1e6 * t / n for k, t in stage_cpu.items()},
-        "page_faults_per_evaluation": faults,
-        "ett_mflop": ett / 1e6, "ett_gflops_cpu": ett / stage_cpu["ett_only"] / 1e9,
-        "model_mflop": total / 1e6,
-        "model_gflops_cpu": total / (stage_cpu["features+ett"] + stage_cpu["pair_forces"]) / 1e9,
-        "core_shapes": [list(c.shape) for c in cores],
-    }
+def counted_flops(fn) -> int:
+    """Matrix-product FLOPs of one call of ``fn`` (``FlopCounterMode``, incl. autograd)."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return int(counter.get_total_flops())
 
 
 def keep_freed_memory() -> None:
@@ -151,47 +154,286 @@ def keep_freed_memory() -> None:
     libc.mallopt(m_trim_threshold, (1 << 31) - 1)
 
 
-def build(hp: tuple[int, ...], species: list[int]) -> ETNPotential:
+def build(name: str, species: list[int]) -> ETNPotential:
+    hp, decay = MODELS[name]
     cfg = ETNConfig(species=species, n_rad=hp[0], d=hp[1], L=hp[2], spec_rank=hp[3],
-                    rad_rank=hp[4], ett_rank=hp[5], r_cut=5.0, r_min=1.5, feature_scale=26.0)
+                    rad_rank=hp[4], ett_rank=hp[5], decay_rad=decay, r_cut=R_CUT, r_min=1.5,
+                    feature_scale=26.0)
     return ETNPotential(cfg)
+
+
+# ------------------------------------------------------------------------------------------
+# MACE (optional)
+# ------------------------------------------------------------------------------------------
+
+def build_mace(variant: str, species: list[int], avg_neighbours: float):
+    """A small MACE with random (seeded) weights in float64; see the module docstring."""
+    from e3nn import o3
+    from mace import modules
+
+    torch.manual_seed(0)
+    block = modules.interaction_classes["RealAgnosticResidualInteractionBlock"]
+    model = modules.MACE(
+        r_max=R_CUT, num_bessel=8, num_polynomial_cutoff=5, max_ell=3,
+        interaction_cls=block, interaction_cls_first=block, num_interactions=2,
+        num_elements=len(species), hidden_irreps=o3.Irreps(MACE_VARIANTS[variant]),
+        MLP_irreps=o3.Irreps("16x0e"), atomic_energies=np.zeros(len(species)),
+        avg_num_neighbors=avg_neighbours, atomic_numbers=list(species), correlation=3,
+        gate=torch.nn.functional.silu)
+    return model.double().eval()
+
+
+def mace_inputs(batch: AtomsBatch, nbrs, species: list[int]) -> dict[str, torch.Tensor]:
+    """MACE's input dict from entangle's batch and neighbour list (pairs i -> j, vectors
+    ``x_j - x_i + S·cell``)."""
+    n = int(batch.numbers.shape[0])
+    index = torch.full((119,), -1, dtype=torch.int64)
+    index[torch.tensor(species)] = torch.arange(len(species))
+    cell = batch.cell.double()
+    unit_shifts = nbrs.shifts.double()
+    shifts = torch.einsum("pa,pab->pb", unit_shifts, cell[nbrs.structure])
+    return {
+        "positions": batch.positions.double(),
+        "node_attrs": torch.nn.functional.one_hot(index[batch.numbers], len(species)).double(),
+        "edge_index": torch.stack([nbrs.centers, nbrs.neighbors]),
+        "shifts": shifts, "unit_shifts": unit_shifts, "cell": cell.reshape(-1, 3),
+        "batch": torch.zeros(n, dtype=torch.int64), "ptr": torch.tensor([0, n]),
+    }
+
+
+def mace_eval(model, data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Energy and forces (autograd) of one structure; positions get a fresh leaf."""
+    inputs = dict(data, positions=data["positions"].detach().clone())
+    return model(inputs, compute_force=True)
+
+
+def have_mace() -> bool:
+    try:
+        import mace.modules  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# ------------------------------------------------------------------------------------------
+# Workers (each in its own process)
+# ------------------------------------------------------------------------------------------
+
+def etn_details(model: ETNPotential, batch: AtomsBatch, nbrs, repeats: int) -> dict:
+    """Stage breakdown (median CPU µs/atom) and FLOP counts of the ETN on one cell."""
+    n = int(batch.numbers.shape[0])
+    with torch.no_grad():
+        geom = model.geometry(batch, nbrs)
+        tables = model.radial_tables()
+        cores = model.dense_cores()
+        v = model._features(geom, tables)
+        _, grad = ett_energy_and_gradient(v, cores)
+        stages = {
+            "geometry": lambda: model.geometry(batch, nbrs),
+            "features": lambda: model._features(geom, tables),
+            "ett_contraction": lambda: ett_energy_and_gradient(v, cores),
+            "pair_forces": lambda: model._pair_gradient(geom, grad, tables),
+        }
+        stage = {k: _median(fn, repeats) for k, fn in stages.items()}
+        counted = counted_flops(lambda: model(batch, nbrs, forces=True))
+    ett = ett_flops(model, n)
+    total = model_flops(model, n, len(nbrs))
+    ett_s = stage["ett_contraction"][1]
+    return {
+        "stage_us_per_atom_cpu": {k: 1e6 * t[1] / n for k, t in stage.items()},
+        "ett_contraction_mflop_analytic": ett / 1e6,
+        "ett_contraction_gflops": ett / ett_s / 1e9,
+        "model_mflop_analytic": total / 1e6,
+        "model_gflops_analytic": total / sum(t[1] for t in stage.values()) / 1e9,
+        "matmul_mflop_counted": counted / 1e6,
+        "core_shapes": [list(c.shape) for c in cores],
+    }
+
+
+def timing_worker(args) -> dict:
+    """Interleaved median timings of all models on both cells, per thread count."""
+    out = {"wait_policy": os.environ.get("OMP_WAIT_POLICY", "libgomp default"),
+           "load_average_start": os.getloadavg(), "runs": {}}
+    mace_ok = bool(args.mace) and have_mace()
+    if args.mace and not mace_ok:
+        out["mace"] = "not installed (see the module docstring); MACE skipped"
+    cells = {kind: cell(kind) for kind in SYSTEMS}
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        for kind, species in SYSTEMS.items():
+            structure = cells[kind]
+            n = structure.n_atoms
+            batch = AtomsBatch.from_structures([structure])
+            nbrs = neighbour_list(batch, R_CUT)
+            models: dict[str, callable] = {}
+            info: dict[str, dict] = {}
+            for name in args.models:
+                etn = build(name, species)
+
+                def run_etn(etn=etn) -> None:
+                    with torch.no_grad():
+                        etn(batch, nbrs, forces=True)
+                models[name] = run_etn
+                info[name] = {"kind": "ETN", "n_parameters": etn.n_parameters(),
+                              **etn_details(etn, batch, nbrs, args.repeats)}
+            if mace_ok:
+                data = mace_inputs(batch, nbrs, species)
+                for variant in args.mace:
+                    mace = build_mace(variant, species, len(nbrs) / n)
+                    models[variant] = lambda mace=mace: mace_eval(mace, data)
+                    info[variant] = {
+                        "kind": "MACE", "hidden_irreps": MACE_VARIANTS[variant],
+                        "n_parameters": sum(p.numel() for p in mace.parameters()),
+                        "matmul_mflop_counted": counted_flops(models[variant]) / 1e6}
+            models["neighbour_list"] = lambda: neighbour_list(batch, R_CUT)
+            for fn in models.values():  # two warm-up evaluations each
+                fn()
+                fn()
+            samples: dict[str, list[tuple[float, float]]] = {k: [] for k in models}
+            for _ in range(args.repeats):
+                for name, fn in models.items():
+                    samples[name].append(_clock(fn))
+            nl_wall = median(t[0] for t in samples["neighbour_list"])
+            nl_cpu = median(t[1] for t in samples["neighbour_list"])
+            key = f"{kind}/threads={threads}"
+            entry = {"n_atoms": n, "pairs_per_atom": len(nbrs) / n,
+                     "neighbour_list_us_per_atom_wall": 1e6 * nl_wall / n,
+                     "neighbour_list_us_per_atom_cpu": 1e6 * nl_cpu / n, "models": {}}
+            for name in models:
+                if name == "neighbour_list":
+                    continue
+                wall = median(t[0] for t in samples[name])
+                cpu = median(t[1] for t in samples[name])
+                rec = dict(info[name])
+                rec.update({
+                    "us_per_atom_wall": 1e6 * wall / n, "us_per_atom_cpu": 1e6 * cpu / n,
+                    "us_per_atom_wall_with_neighbour_list": 1e6 * (wall + nl_wall) / n,
+                    "us_per_atom_wall_all_repeats": [round(1e6 * t[0] / n, 1)
+                                                     for t in samples[name]],
+                    "matmul_gflops_wall": rec["matmul_mflop_counted"] / 1e3 / wall,
+                })
+                entry["models"][name] = rec
+            etn_wall = {k: v["us_per_atom_wall"] for k, v in entry["models"].items()
+                        if v["kind"] == "ETN"}
+            entry["ratio_mace_over_etn_wall"] = {
+                f"{m}/{e}": entry["models"][m]["us_per_atom_wall"] / t
+                for m in entry["models"] if entry["models"][m]["kind"] == "MACE"
+                for e, t in etn_wall.items()}
+            entry["ratio_mace_over_etn_cpu"] = {
+                f"{m}/{e}": entry["models"][m]["us_per_atom_cpu"]
+                / entry["models"][e]["us_per_atom_cpu"]
+                for m in entry["models"] if entry["models"][m]["kind"] == "MACE"
+                for e in etn_wall}
+            out["runs"][key] = entry
+            print(f"# {key}: " + ", ".join(f"{k} {v['us_per_atom_wall']:.0f}"
+                                           for k, v in entry["models"].items()),
+                  file=sys.stderr, flush=True)
+    out["load_average_end"] = os.getloadavg()
+    return out
+
+
+def memory_worker(args) -> dict:
+    """Peak RSS of one energy+forces evaluation of the 10,648-atom Mo cell for one model."""
+    torch.set_num_threads(args.threads[-1])
+    name = args.memory_model
+    structure = cell("Mo10648")
+    n = structure.n_atoms
+    batch = AtomsBatch.from_structures([structure])
+    nbrs = neighbour_list(batch, R_CUT)
+    if name in MACE_VARIANTS:
+        mace = build_mace(name, [42], len(nbrs) / n)
+        data = mace_inputs(batch, nbrs, [42])
+
+        def fn():
+            mace_eval(mace, data)
+    else:
+        etn = build(name, [42])
+
+        def fn():
+            with torch.no_grad():
+                etn(batch, nbrs, forces=True)
+    limit = int(args.memory_limit_gib * 2 ** 30)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rec = {"model": name, "n_atoms": n, "pairs_per_atom": len(nbrs) / n,
+           "threads": args.threads[-1], "address_space_limit_gib": args.memory_limit_gib,
+           "rss_before_evaluation_mib": before / 1024}
+    try:
+        wall, cpu = _clock(fn)
+    except (MemoryError, RuntimeError) as err:
+        rec["error"] = f"{type(err).__name__}: {str(err)[:200]}"
+        return rec
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rec.update({"peak_rss_mib": after / 1024, "peak_rss_increase_mib": (after - before) / 1024,
+                "us_per_atom_wall": 1e6 * wall / n, "us_per_atom_cpu": 1e6 * cpu / n})
+    return rec
+
+
+def _spawn(argv: list[str], env: dict[str, str]) -> dict:
+    """Run this script as a worker and parse its JSON (the last stdout line)."""
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), *argv], env=env,
+                          stdout=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        return {"error": f"worker {argv} exited with {proc.returncode}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--models", nargs="+", default=list(MODELS))
-    parser.add_argument("--no-big", action="store_true", help="skip the 10,000-atom cell")
+    parser.add_argument("--models", nargs="+", default=["mlearn_Mo"], choices=list(MODELS))
+    parser.add_argument("--mace", nargs="*", default=list(MACE_VARIANTS),
+                        choices=list(MACE_VARIANTS))
+    parser.add_argument("--wait-policy", nargs="+", default=["passive", "active"],
+                        choices=["passive", "active"],
+                        help="OMP_WAIT_POLICY of the timing subprocesses (one set each)")
+    parser.add_argument("--no-big", action="store_true", help="skip the 10,648-atom cell")
+    parser.add_argument("--memory-limit-gib", type=float, default=12.0,
+                        help="address-space limit of each memory subprocess")
     parser.add_argument("--keep-freed-memory", action="store_true",
                         help="glibc mallopt: no mmap/trim of temporaries (see keep_freed_memory)")
+    parser.add_argument("--out", help="also write the JSON here")
+    parser.add_argument("--worker", choices=["timing", "memory"], help=argparse.SUPPRESS)
+    parser.add_argument("--memory-model", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.keep_freed_memory:
         keep_freed_memory()
-    results = {"dtype": "float64", "r_cut": 5.0, "torch": torch.__version__,
-               "keep_freed_memory": args.keep_freed_memory,
-               "load_average": os.getloadavg(), "cpu_count": os.cpu_count(), "runs": {}}
-    cells = {kind: cell(kind) for kind in ("Mo1024", "CuAu2048")}
-    for threads in args.threads:
-        torch.set_num_threads(threads)
-        for name in args.models:
-            for kind, species in (("Mo1024", [42]), ("CuAu2048", [29, 79])):
-                model = build(MODELS[name], species)
-                entry = time_model(model, cells[kind], args.repeats)
-                entry["n_parameters"] = model.n_parameters()
-                results["runs"][f"{name}/{kind}/threads={threads}"] = entry
+    if args.worker == "timing":
+        print(json.dumps(timing_worker(args)))
+        return
+    if args.worker == "memory":
+        print(json.dumps(memory_worker(args)))
+        return
+    common = ["--threads", *map(str, args.threads), "--repeats", str(args.repeats),
+              "--models", *args.models, "--mace", *args.mace,
+              "--memory-limit-gib", str(args.memory_limit_gib)]
+    if args.keep_freed_memory:
+        common.append("--keep-freed-memory")
+    results = {"dtype": "float64", "r_cut": R_CUT, "torch": torch.__version__,
+               "date": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv),
+               "keep_freed_memory": args.keep_freed_memory, "cpu_count": os.cpu_count(),
+               "load_average_start": os.getloadavg(), "timings": {}, "memory_10648_atoms": {}}
+    if have_mace():
+        import mace
+        results["mace_torch"] = getattr(mace, "__version__", "?")
+    for policy in args.wait_policy:
+        env = dict(os.environ, OMP_WAIT_POLICY=policy.upper())
+        if policy == "active":
+            env.pop("OMP_WAIT_POLICY")  # the libgomp default (spin, then sleep)
+        results["timings"][policy] = _spawn(["--worker", "timing", *common], env)
     if not args.no_big:
-        torch.set_num_threads(args.threads[0])
-        model = build(MODELS["example_mlearn"], [42])
-        big = cell("Mo10000")
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        entry = time_model(model, big, 1)
-        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        entry["peak_rss_mib"] = after / 1024
-        entry["peak_rss_increase_mib"] = (after - before) / 1024
-        results["runs"][f"example_mlearn/Mo10000/threads={args.threads[0]}"] = entry
+        env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+        names = list(args.models) + (list(args.mace) if have_mace() else [])
+        for name in names:
+            results["memory_10648_atoms"][name] = _spawn(
+                ["--worker", "memory", "--memory-model", name, *common], env)
     results["load_average_end"] = os.getloadavg()
-    print(json.dumps(results, indent=1))
+    text = json.dumps(results, indent=1)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+    print(text)
 
 
 if __name__ == "__main__":

@@ -243,12 +243,16 @@ class _CoreLayout:
         parts = []
         for key, shape in zip(self.keys, self.shapes):
             block = tensor.blocks.get(key)
-            parts.append(torch.zeros(shape, dtype=tensor.dtype) if block is None
+            parts.append(torch.zeros(shape, dtype=tensor.dtype, device=tensor.device)
+                         if block is None
                          else block.reshape(shape))
         return torch.cat([p.reshape(-1) for p in parts])
 
     def dense(self, flat: torch.Tensor) -> torch.Tensor:
         """Dense ``(D_left, D_phys, D_right)`` core from the flat coefficients (differentiable)."""
+        if self.dense_idx.device != flat.device:  # follow the module to the GPU and back
+            self.dense_idx, self.param_idx, self.values = (
+                t.to(flat.device) for t in (self.dense_idx, self.param_idx, self.values))
         vals = self.values.to(flat.dtype) * flat[self.param_idx]  # [nnz]
         out = flat.new_zeros(int(np.prod(self.dims)))
         return out.index_add(0, self.dense_idx, vals).reshape(self.dims)
@@ -335,20 +339,44 @@ def chebyshev_radial(r: torch.Tensor, n_rad: int, r_min: float, r_cut: float,
     width = r_cut - r_min
     xi = (2.0 * r - (r_min + r_cut)) / width  # [P]
     gap = torch.clamp(r_cut - r, min=0.0) / width  # [P]
-    two_xi = 2.0 * xi
-    t = [torch.ones_like(xi), xi]  # T_0, T_1
-    for _ in range(2, n_rad):
-        t.append(torch.addcmul(-t[-2], two_xi, t[-1]))  # T_{k+1} = 2ξ T_k - T_{k-1}
-    t = torch.stack(t[:n_rad])  # [n_rad, P]: rows are contiguous
-    q = t * (gap * gap)  # [n_rad, P]
+    if torch.is_grad_enabled() and r.requires_grad:  # differentiable (no in-place writes)
+        two_xi = 2.0 * xi
+        t = [torch.ones_like(xi), xi]  # T_0, T_1
+        for _ in range(2, n_rad):
+            t.append(torch.addcmul(-t[-2], two_xi, t[-1]))  # T_{k+1} = 2ξ T_k - T_{k-1}
+        t = torch.stack(t[:n_rad])  # [n_rad, P]: rows are contiguous
+        q = t * (gap * gap)  # [n_rad, P]
+        if not derivative:
+            return q.T, None  # [P, n_rad] (a transposed view)
+        # T_μ' = μ U_{μ-1}; U_0 = 1, U_1 = 2ξ, U_n = 2ξ U_{n-1} - U_{n-2}
+        u = [torch.zeros_like(xi), torch.ones_like(xi), two_xi]  # U_{-1} := 0, U_0, U_1
+        for _ in range(3, n_rad):
+            u.append(torch.addcmul(-u[-2], two_xi, u[-1]))
+        order = torch.arange(n_rad, dtype=r.dtype, device=r.device)[:, None] * (2.0 / width)
+        dq = torch.stack(u[:n_rad]) * order * (gap * gap) - t * (2.0 * gap / width)
+        return q.T, dq.T
+    two_xi = 2.0 * xi  # the same arithmetic, rows written in place (fewer temporaries)
+    t = xi.new_empty(n_rad, xi.shape[0])  # [n_rad, P]: rows are contiguous, written in place
+    t[0] = 1.0  # T_0
+    if n_rad > 1:
+        t[1] = xi  # T_1
+    for k in range(2, n_rad):
+        torch.addcmul(-t[k - 2], two_xi, t[k - 1], out=t[k])  # T_k = 2ξ T_{k-1} - T_{k-2}
+    gap2 = gap * gap
+    q = t * gap2  # [n_rad, P]
     if not derivative:
         return q.T, None  # [P, n_rad] (a transposed view)
     # T_μ' = μ U_{μ-1}; U_0 = 1, U_1 = 2ξ, U_n = 2ξ U_{n-1} - U_{n-2}
-    u = [torch.zeros_like(xi), torch.ones_like(xi), two_xi]  # U_{-1} := 0, U_0, U_1
-    for _ in range(3, n_rad):
-        u.append(torch.addcmul(-u[-2], two_xi, u[-1]))
+    u = torch.empty_like(t)  # row μ: U_{μ-1}, with U_{-1} := 0
+    u[0] = 0.0
+    if n_rad > 1:
+        u[1] = 1.0
+    if n_rad > 2:
+        u[2] = two_xi
+    for k in range(3, n_rad):
+        torch.addcmul(-u[k - 2], two_xi, u[k - 1], out=u[k])
     order = torch.arange(n_rad, dtype=r.dtype, device=r.device)[:, None] * (2.0 / width)
-    dq = torch.stack(u[:n_rad]) * order * (gap * gap) - t * (2.0 * gap / width)  # [n_rad, P]
+    dq = u.mul_(order).mul_(gap2).sub_(t.mul_(2.0 * gap / width))  # [n_rad, P]
     return q.T, dq.T  # [P, n_rad] each (transposed views)
 
 
@@ -369,9 +397,9 @@ class ETNGeometry:
         one-hot vectors ``z^i, z^j`` folded into ``t``).
     jacobian : (3, P, K) ``∂(Y_lm Q_μ)/∂r_ij`` in Å⁻¹ (one contiguous plane per Cartesian
         direction), ``K = Σ_l (2l+1) N_rad(l)`` in ``(l, m, μ)`` order, or None.
-    Y, Q_exp, YdQ, unit, inv_r : for forces without a stored Jacobian (else None): harmonics
-        ``(P, (l_max+1)²)``; ``Q_μ`` and ``Y_lm dQ_μ/dr`` (Å⁻¹) at each descriptor column
-        ``(l, m, μ)``, ``(P, K)``; ``r̂`` ``(P, 3)``; ``1/r`` ``(P,)`` in Å⁻¹.
+    Y, QdQ, unit, inv_r : for forces without a stored Jacobian (else None): harmonics
+        ``(P, (l_max+1)²)``; ``Q_μ`` and ``dQ_μ/dr`` (Å⁻¹) stacked, ``(P, 2, N_rad)``;
+        ``r̂`` ``(P, 3)``; ``1/r`` ``(P,)`` in Å⁻¹.
     volume : (B,) Å³ (0 for non-periodic structures).
     """
 
@@ -386,8 +414,7 @@ class ETNGeometry:
     descriptors: list[torch.Tensor]
     jacobian: torch.Tensor | None
     Y: torch.Tensor | None
-    Q_exp: torch.Tensor | None
-    YdQ: torch.Tensor | None
+    QdQ: torch.Tensor | None
     unit: torch.Tensor | None
     inv_r: torch.Tensor | None
     volume: torch.Tensor
@@ -398,7 +425,7 @@ class ETNGeometry:
 
     @property
     def has_derivatives(self) -> bool:
-        return self.jacobian is not None or self.YdQ is not None
+        return self.jacobian is not None or self.QdQ is not None
 
 
 # ------------------------------------------------------------------------------------------
@@ -670,14 +697,9 @@ class ETNPotential(nn.Module):
         q, dq = chebyshev_radial(r, c.n_rad, c.r_min, c.r_cut, derivative=derivatives)
         unit = vectors / r[:, None] if derivatives else None  # [P, 3]
         on_the_fly = derivatives and not jacobian
-        descriptors, jac, q_exp, ydq = [], [], [], []
+        descriptors, jac = [], []
         for l, n_rad, _, _, _ in self._blocks:
             y_l, q_l = y[:, l * l:(l + 1) ** 2], q[:, :n_rad]  # [P, 2l+1], [P, n_rad]
-            if on_the_fly:
-                q_exp.append(q_l[:, None, :].expand(n_pairs, 2 * l + 1, n_rad)
-                             .reshape(n_pairs, (2 * l + 1) * n_rad))  # [P, (2l+1) n_rad]
-                ydq.append((y_l[:, :, None] * dq[:, None, :n_rad])
-                           .reshape(n_pairs, (2 * l + 1) * n_rad))  # [P, (2l+1) n_rad]
             prod = (y_l[:, :, None] * q_l[:, None, :]).reshape(n_pairs, (2 * l + 1) * n_rad)
             acc = prod.new_zeros(n_atoms * n_types, prod.shape[1]).index_add(0, rows, prod)
             descriptors.append(acc.view(n_atoms, n_types, 2 * l + 1, n_rad).transpose(1, 2)
@@ -696,8 +718,7 @@ class ETNPotential(nn.Module):
             vectors=vectors, descriptors=descriptors,
             jacobian=torch.cat(jac, dim=2) if with_jacobian else None,
             Y=y if on_the_fly else None,
-            Q_exp=torch.cat(q_exp, dim=1) if on_the_fly else None,
-            YdQ=torch.cat(ydq, dim=1) if on_the_fly else None,
+            QdQ=torch.stack([q, dq], dim=1) if on_the_fly else None,  # [P, 2, N_rad]
             unit=unit if on_the_fly else None,
             inv_r=1.0 / r if on_the_fly else None, volume=volume)
 
@@ -732,10 +753,11 @@ class ETNPotential(nn.Module):
         """
         n_types = self.n_species ** 2
         scales = []
+        on = {"dtype": torch.float64, "device": self.descriptor_scale.device}
         for l, n_rad, _, _, _ in self._blocks:
-            s1 = torch.zeros(n_types, n_rad, dtype=torch.float64)
-            s2 = torch.zeros(n_types, n_rad, dtype=torch.float64)
-            count = torch.zeros(n_types, 1, dtype=torch.float64)
+            s1 = torch.zeros(n_types, n_rad, **on)
+            s2 = torch.zeros(n_types, n_rad, **on)
+            count = torch.zeros(n_types, 1, **on)
             for geom in geometries:
                 f = geom.descriptors[l].double().view(geom.n_atoms, 2 * l + 1, n_types, n_rad)
                 own = (geom.species[:, None] == self.type_center[None, :]).double()  # [N, T]
@@ -814,9 +836,10 @@ class ETNPotential(nn.Module):
                                          sym[:, 0, 2], sym[:, 0, 1]], dim=1)  # [B, 6]
         return out
 
-    def _descriptor_gradient(self, grad: torch.Tensor, tables: list[torch.Tensor]
-                             ) -> torch.Tensor:
-        """``∂E_i/∂F[i, t, (l m μ)]`` from ``∂E_i/∂v_i``, ``(N N_spec², K)``."""
+    def _descriptor_gradient_blocks(self, grad: torch.Tensor, tables: list[torch.Tensor]
+                                    ) -> list[torch.Tensor]:
+        """``∂E_i/∂F_l[i, t, m, μ]`` from ``∂E_i/∂v_i``, one ``(N N_spec², 2l+1, N_rad(l))``
+        tensor per ``l``."""
         n, n_types = grad.shape[0], self.n_species ** 2
         g = grad[:, 1:] / self.config.feature_scale  # [N, D-1]
         parts = []
@@ -824,7 +847,13 @@ class ETNPotential(nn.Module):
             g_l = g[:, vs].reshape(n * (2 * l + 1), rank)  # [N (2l+1), rank]
             gf = g_l @ w.reshape(-1, rank).T  # [N (2l+1), T n_rad]
             parts.append(gf.view(n, 2 * l + 1, n_types, n_rad).transpose(1, 2)
-                         .reshape(n * n_types, (2 * l + 1) * n_rad))
+                         .reshape(n * n_types, 2 * l + 1, n_rad))
+        return parts
+
+    def _descriptor_gradient(self, grad: torch.Tensor, tables: list[torch.Tensor]
+                             ) -> torch.Tensor:
+        """``∂E_i/∂F[i, t, (l m μ)]`` from ``∂E_i/∂v_i``, ``(N N_spec², K)``."""
+        parts = [p.flatten(1) for p in self._descriptor_gradient_blocks(grad, tables)]
         return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]  # [N T, K]
 
     def _pair_gradient(self, geom: ETNGeometry, grad: torch.Tensor,
@@ -832,17 +861,24 @@ class ETNPotential(nn.Module):
         """``∂E/∂r_p`` of every pair (module docstring), ``(P, 3)``.
 
         ``G[p] = ∂E_i/∂F[i, t_p]`` is gathered per pair; with a stored Jacobian
-        ``∂E/∂r = J G``. Otherwise, with ``h_y[lm] = Σ_μ G[lmμ] Q_μ``:
-        ``∂E/∂r = (Σ_{lm} h_y ∇S_lm(r̂) - (Σ_{lm} l h_y Y_lm) r̂) / r + (Σ G Y Q') r̂``,
+        ``∂E/∂r = J G``. Otherwise, with ``h_y[lm] = Σ_μ G[lmμ] Q_μ`` and
+        ``d_y[lm] = Σ_μ G[lmμ] Q'_μ`` (one small matrix product per pair and ``l``):
+        ``∂E/∂r = (Σ_{lm} h_y ∇S_lm(r̂) - (Σ_{lm} l h_y Y_lm) r̂) / r + (Σ_{lm} d_y Y_lm) r̂``,
         where ``∇S_lm(r̂)`` is a fixed linear map of the ``Y_{l-1}``.
         """
-        gp = self._descriptor_gradient(grad, tables).index_select(0, geom.rows)  # [P, K]
         if geom.jacobian is not None:  # three row-wise products: cheaper to differentiate
+            gp = self._descriptor_gradient(grad, tables).index_select(0, geom.rows)  # [P, K]
             return torch.stack([(plane * gp).sum(dim=1) for plane in geom.jacobian],
                                dim=1)  # [P, 3]
-        n_pairs = gp.shape[0]
-        along = (gp * geom.YdQ).sum(dim=1)  # [P]: Σ G Y Q'
-        h_y = (gp * geom.Q_exp) @ self.descriptor_to_harmonic  # [P, n_y]: Σ_μ G Q_μ
+        hd = []
+        for (l, n_rad, _, _, _), g_l in zip(self._blocks,
+                                             self._descriptor_gradient_blocks(grad, tables)):
+            gp_l = g_l.index_select(0, geom.rows)  # [P, 2l+1, N_rad(l)]
+            hd.append(torch.bmm(geom.QdQ[:, :, :n_rad], gp_l.transpose(1, 2)))  # [P, 2, 2l+1]
+        hd = torch.cat(hd, dim=2) if len(hd) > 1 else hd[0]  # [P, 2, n_y]
+        h_y = hd[:, 0]  # [P, n_y]: Σ_μ G Q_μ
+        along = (hd[:, 1] * geom.Y).sum(dim=1)  # [P]: Σ G Y Q'
+        n_pairs = h_y.shape[0]
         if self.l_max == 0:
             return along[:, None] * geom.unit  # [P, 3]
         n_low = self.l_max ** 2
