@@ -88,3 +88,16 @@ def test_estimator_errors():
 def test_docstring_examples():
     result = doctest.testmod(entangle.estimators)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_lbfgs_huber_warm_started_estimators():
+    from entangle.estimators import MPOEstimator as _MPO, MPSEstimator as _MPS
+    rng = np.random.default_rng(0)
+    X = 1.0 + 0.3 * rng.normal(size=(120, 2, 2, 2, 2, 2))
+    y = X.reshape(120, -1) @ rng.normal(size=32)
+    for est in (_MPS(chi=4, epochs=5, patience=2, optimizer="lbfgs", loss="huber", warm_start="linear",
+                     warm_start_ridge=1e-8),
+                _MPO(chi=2, linear_chi=4, epochs=3, patience=1, optimizer="lbfgs", loss="huber",
+                     warm_start="linear", warm_start_ridge=1e-8)):
+        assert est.fit(X, y).score(X, y) > 0.99
+        assert clone(est).get_params() == est.get_params()

@@ -32,7 +32,7 @@ from entangle.models.baselines import DenseNNConfig, DenseNNRegressor, GPRConfig
 from entangle.models.descriptor_tn import (
     DenseTensorConfig, DenseTensorRegressor, DescriptorModel, FeatureMapConfig, FeatureMapMPS, MERARegressor,
     MPOConfig, MPORegressor, MPSConfig, MPSRegressor, TrainHistory, TreeConfig, TTNRegressor, _is_int, _prepare,
-    check_targets, fit_model,
+    check_targets, fit_model, linear_warm_start,
 )
 
 __all__ = ["MPSEstimator", "MPOEstimator", "TTNEstimator", "MERAEstimator", "DenseTensorEstimator",
@@ -91,12 +91,20 @@ class _GradientBase(_Base):
         if not _is_int(self.epochs) or self.epochs < 0:
             raise ConfigError(f"epochs must be an integer >= 0, got {self.epochs!r}")
         x_train, y_train, validation = self._split(model, x, y)
+        optimizer, loss = getattr(self, "optimizer", "adam"), getattr(self, "loss", "mse")
+        delta, warm = getattr(self, "huber_delta", 0.1), getattr(self, "warm_start", None)
+        if warm not in (None, "linear"):
+            raise ConfigError(f"warm_start must be None or 'linear', got {warm!r}")
+        if warm == "linear":
+            linear_warm_start(model, x_train, y_train, ridge=self.warm_start_ridge, loss=loss, huber_delta=delta)
         if self.epochs > 0:
             self.history_ = fit_model(model, x_train, y_train, validation=validation, val_fraction=0.0,
                                       epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
-                                      patience=self.patience, weight_decay=self.weight_decay, seed=self.seed)
+                                      patience=self.patience, weight_decay=self.weight_decay, seed=self.seed,
+                                      normalize=warm is None, optimizer=optimizer, loss=loss, huber_delta=delta)
         else:
-            model.set_normalization(x_train, y_train)
+            if warm is None:
+                model.set_normalization(x_train, y_train)
             self.history_ = TrainHistory()
         n_sweeps = self._n_sweeps()
         if not _is_int(n_sweeps) or n_sweeps < 0:
@@ -137,12 +145,18 @@ class MPSEstimator(_GradientBase):
 
     ``als_sweeps`` two-site ALS sweeps (exact ridge solves, ``ridge``, truncation ``max_bond``
     (default ``chi``) / ``cutoff``) follow ``epochs`` of Adam (``epochs=0``: ALS only); the
-    sweep with the best validation loss is kept.
+    sweep with the best validation loss is kept. ``optimizer`` (``"adam"``/``"lbfgs"``), ``loss``
+    (``"mse"``/``"huber"``, ``huber_delta``) and ``warm_start`` (``None``/``"linear"``, ridge
+    ``warm_start_ridge``) are those of :func:`~entangle.models.descriptor_tn.fit_model` and
+    :func:`~entangle.models.descriptor_tn.linear_warm_start`.
     """
 
     def __init__(self, chi=8, site_order=None, epochs=500, lr=1e-2, batch_size=None, patience=50,
                  val_fraction=0.2, weight_decay=0.0, als_sweeps=0, ridge=1e-6, max_bond=None, cutoff=None,
-                 center_inputs=True, dtype="float64", seed=0):
+                 center_inputs=True, dtype="float64", seed=0, optimizer="adam", loss="mse", huber_delta=0.1,
+                 warm_start=None, warm_start_ridge=1e-5):
+        self.optimizer, self.loss, self.huber_delta = optimizer, loss, huber_delta
+        self.warm_start, self.warm_start_ridge = warm_start, warm_start_ridge
         self.chi, self.site_order, self.epochs, self.lr = chi, site_order, epochs, lr
         self.batch_size, self.patience, self.val_fraction, self.weight_decay = batch_size, patience, val_fraction, weight_decay
         self.als_sweeps, self.ridge, self.max_bond, self.cutoff = als_sweeps, ridge, max_bond, cutoff
@@ -163,11 +177,16 @@ class MPSEstimator(_GradientBase):
 
 class MPOEstimator(_GradientBase):
     """:class:`~entangle.models.descriptor_tn.MPORegressor` as an estimator; optional two-site
-    local-gradient ``sweeps`` (``sweep_steps`` steps per bond, truncation ``max_bond`` default ``chi``)."""
+    local-gradient ``sweeps`` (``sweep_steps`` steps per bond, truncation ``max_bond`` default ``chi``).
+    ``linear_chi`` adds the linear MPS term; ``optimizer``, ``loss``, ``huber_delta``,
+    ``warm_start`` (needs ``linear_chi > 0``) and ``warm_start_ridge`` as for :class:`MPSEstimator`."""
 
     def __init__(self, chi=4, site_order=None, epochs=500, lr=1e-2, batch_size=None, patience=50,
                  val_fraction=0.2, weight_decay=0.0, sweeps=0, sweep_steps=10, max_bond=None, cutoff=None,
-                 center_inputs=False, dtype="float64", seed=0):
+                 center_inputs=False, dtype="float64", seed=0, linear_chi=0, optimizer="adam", loss="mse",
+                 huber_delta=0.1, warm_start=None, warm_start_ridge=1e-5):
+        self.linear_chi, self.optimizer, self.loss, self.huber_delta = linear_chi, optimizer, loss, huber_delta
+        self.warm_start, self.warm_start_ridge = warm_start, warm_start_ridge
         self.chi, self.site_order, self.epochs, self.lr = chi, site_order, epochs, lr
         self.batch_size, self.patience, self.val_fraction, self.weight_decay = batch_size, patience, val_fraction, weight_decay
         self.sweeps, self.sweep_steps, self.max_bond, self.cutoff = sweeps, sweep_steps, max_bond, cutoff
@@ -179,7 +198,7 @@ class MPOEstimator(_GradientBase):
     def _model(self, dims):
         return MPORegressor(MPOConfig(dims=dims, chi=self.chi, site_order=None if self.site_order is None
                                       else list(self.site_order), center_inputs=self.center_inputs,
-                                      dtype=self.dtype, seed=self.seed))
+                                      dtype=self.dtype, seed=self.seed, linear_chi=self.linear_chi))
 
     def _sweep(self, model, x, y):
         return model.gradient_sweep(x, y, n_sweeps=1, steps=self.sweep_steps,

@@ -116,6 +116,13 @@ def test_gpr_with_test_split(mini_nomad, tmp_path):
     ({"descriptor": {"standardize": "yes"}}, "standardize"),
     ({"optimiser": {}}, "unknown config section"),
     ({"seed": -1}, "seed"),
+    ({"train": {"optimizer": "sgd"}}, "train.optimizer"),
+    ({"train": {"loss": "l1"}}, "train.loss"),
+    ({"train": {"huber_delta": 0}}, "train.huber_delta"),
+    ({"train": {"lbfgs_iterations": 0}}, "train.lbfgs_iterations"),
+    ({"train": {"warm_start": "pca"}}, "train.warm_start"),
+    ({"train": {"warm_start": "linear"}}, "linear_chi"),  # a pure MPO has no linear part
+    ({"model": {"linear_chi": -1}}, "linear_chi"),
 ])
 def test_bad_config_raises_config_error_before_reading_data(tmp_path, change, message):
     config = {"data": {"train": str(tmp_path / "does-not-exist")}, "model": {"kind": "mpo", "chi": 2}}
@@ -124,3 +131,28 @@ def test_bad_config_raises_config_error_before_reading_data(tmp_path, change, me
     with pytest.raises(ConfigError, match=message):
         fit_descriptor_model(config, tmp_path / "out")
     assert not (tmp_path / "out" / "model.json").exists()
+
+
+@pytest.mark.parametrize("kind, model", [("mps", {"chi": 4}), ("mpo", {"chi": 2, "linear_chi": 4})])
+def test_lbfgs_huber_warm_start_fit_and_csv_scale_metrics(mini_nomad, tmp_path, kind, model):
+    torch.set_num_threads(1)
+    config = _config(mini_nomad, tmp_path / "cache", kind=kind, **model)
+    config["data"].update(test=str(mini_nomad / "test.csv"), max_test=8)
+    config["train"] = {"optimizer": "lbfgs", "loss": "huber", "huber_delta": 0.05, "warm_start": "linear",
+                       "warm_start_ridge": 1e-3, "epochs": 5, "patience": 2}
+    metrics = fit_descriptor_model(config, tmp_path / kind)
+    test = list(load(mini_nomad / "test.csv"))[:8]
+    prediction = predict_descriptor_model(tmp_path / kind, test)  # meV/cation
+    per_atom = np.array([s.properties["formation_energy_ev_natom"] for s in test])  # eV/atom, the CSV column
+    csv_scale = prediction * 0.4 / 1000.0  # 2 cations per 5 atoms
+    assert metrics["test_mae_mev_csv_scale"] == pytest.approx(1000 * np.mean(np.abs(csv_scale - per_atom)), rel=1e-9)
+    assert metrics["test_mae_mev_csv_scale"] == pytest.approx(0.4 * metrics["test_mae_mev_per_cation"], rel=1e-9)
+    assert metrics["test_rmse_mev_csv_scale"] == pytest.approx(0.4 * metrics["test_rmse_mev_per_cation"], rel=1e-9)
+    rmsle = np.sqrt(np.mean((np.log1p(np.clip(csv_scale, 0, None)) - np.log1p(per_atom)) ** 2))
+    assert metrics["test_rmsle"] == pytest.approx(rmsle, rel=1e-9)
+    scores = evaluate_descriptor_model(tmp_path / kind, test)
+    assert scores["rmsle"] == pytest.approx(rmsle, rel=1e-9)
+    assert scores["mae_mev_csv_scale"] == pytest.approx(metrics["test_mae_mev_csv_scale"], rel=1e-9)
+    for split in ("train", "validation"):
+        assert np.isfinite(metrics[f"{split}_mae_mev_csv_scale"]) and np.isfinite(metrics[f"{split}_rmsle"])
+    assert metrics["train_best_epoch"] >= -1  # -1: the warm start itself was the best on validation
