@@ -44,8 +44,8 @@ from entangle.models.etn import ETNConfig, ETNGeometry, ETNPotential
 from entangle.train.losses import ErrorAccumulator, LossWeights, potential_loss
 
 __all__ = ["TrainConfig", "Trainer", "PreparedBatch", "prepare_batches", "predict_batch",
-           "fit_reference_energies", "fit_etn", "evaluate_etn", "evaluate_model",
-           "mean_neighbours"]
+           "fit_reference_energies", "fit_etn", "stratified_split", "evaluate_etn",
+           "evaluate_model", "mean_neighbours"]
 
 
 _MAX_LINE_SEARCH = 25  # function evaluations per L-BFGS line search
@@ -387,6 +387,29 @@ def _postfix(record: dict[str, Any]) -> dict[str, str]:
 # fit / evaluate entry points
 # ---------------------------------------------------------------------------------------------
 
+def stratified_split(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    """(valid, train): ``fraction`` of every ``config_type`` (rounded, at least one structure
+    of each type with two or more) in valid, chosen by a seeded permutation per type; the order
+    of ``data`` is kept within both parts."""
+    if not 0.0 <= fraction < 1.0:
+        raise ConfigError(f"valid_fraction must be in [0, 1) for a stratified split, "
+                          f"got {fraction}")
+    rng = np.random.default_rng(seed)
+    groups: dict[Any, list[int]] = {}
+    for k, s in enumerate(data):
+        groups.setdefault(s.config_type, []).append(k)
+    chosen: list[int] = []
+    for key in sorted(groups, key=str):
+        members = np.asarray(groups[key])
+        n_valid = int(round(fraction * len(members)))
+        if fraction > 0 and len(members) > 1:
+            n_valid = min(max(n_valid, 1), len(members) - 1)
+        chosen.extend(int(k) for k in rng.permutation(members)[:n_valid])
+    mask = np.zeros(len(data), dtype=bool)
+    mask[chosen] = True
+    return data[np.flatnonzero(mask)], data[np.flatnonzero(~mask)]
+
+
 def _load_data(spec: Any) -> Dataset:
     from entangle.data import load
     if isinstance(spec, (list, tuple)):
@@ -402,7 +425,10 @@ def fit_etn(config: dict[str, Any], out_dir: str | Path, *, progress: bool = Tru
 
     Config keys (YAML in ``examples/mlearn_*_etn.yaml``)::
 
-        data:  {train: SPEC, test: SPEC (optional), valid_fraction: 0.1, seed: 0}
+        data:  {train: SPEC, test: SPEC (optional), valid_fraction: 0.1, seed: 0,
+                valid_size: N (optional, exact count instead of the fraction),
+                stratify: false (true: valid_fraction of every config_type,
+                :func:`stratified_split`)}
         model: ETNConfig fields except species/reference_energies (species from the data)
         reference: "fitted" | "averaged" | {"isolated": {symbol_or_Z: eV, ...}}
         train: TrainConfig fields (weights: {energy, forces, stress, energy_per_atom}),
@@ -427,7 +453,16 @@ def fit_etn(config: dict[str, Any], out_dir: str | Path, *, progress: bool = Tru
     full = _load_data(data_cfg["train"])
     frac = float(data_cfg.get("valid_fraction", 0.1))
     seed = int(data_cfg.get("seed", config.get("seed", 0)))
-    valid, train = full.split([frac, 1.0 - frac], seed=seed) if frac > 0 else (Dataset(), full)
+    valid_size = data_cfg.get("valid_size")
+    if data_cfg.get("stratify", False):
+        if valid_size is not None:
+            raise ConfigError("data.stratify takes valid_fraction, not valid_size")
+        valid, train = stratified_split(full, frac, seed)
+    elif valid_size is not None:
+        valid, train = full.split([int(valid_size), len(full) - int(valid_size)], seed=seed)
+    else:
+        valid, train = full.split([frac, 1.0 - frac], seed=seed) if frac > 0 \
+            else (Dataset(), full)
     test = _load_data(data_cfg["test"]) if data_cfg.get("test") else None
     species = sorted({int(z) for s in full for z in s.numbers})
     model_cfg = dict(config.get("model", {}))
