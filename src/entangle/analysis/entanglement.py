@@ -35,6 +35,7 @@ __all__ = [
     "level_spacing_ratios", "min_ratio", "wigner_dyson_ratio_pdf", "wigner_dyson_min_ratio_mean",
     "poisson_ratio_pdf", "ratio_bin_probabilities", "kl_divergence_to_wigner_dyson",
     "marchenko_pastur_pdf", "marchenko_pastur_edges", "spectrum_statistics", "EntanglementTracker",
+    "kl_divergence_to_reference", "poisson_min_ratio_mean", "marchenko_pastur_ks", "compression_threshold",
 ]
 
 # Normalisation of the Wigner–Dyson ratio surmise P(r) = (r + r^2)^b / (Z_b (1 + r + r^2)^(1 + 3b/2)).
@@ -351,3 +352,80 @@ class EntanglementTracker:
                 "every": self.every,
                 "records": [{**r, "spectrum": np.asarray(r["spectrum"]).tolist(),
                              "ratios": np.asarray(r["ratios"]).tolist()} for r in self.records]}
+
+
+# ------------------------------------------------------------- references and bond-dimension studies
+def kl_divergence_to_reference(ratios: np.ndarray, kind: str = "goe", bins: int = 20, pseudocount: float = 0.5
+                               ) -> float:
+    """``D_KL(P_ref || P_obs)`` over binned ``r~`` in [0, 1] for ``kind`` = ``"goe"``, ``"gue"`` or
+    ``"poisson"`` (same histogram and pseudocount as :func:`kl_divergence_to_wigner_dyson`)."""
+    rt = min_ratio(np.asarray(ratios))
+    if rt.size == 0:
+        raise ConfigError("no level-spacing ratios to compare")
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    counts = np.histogram(rt, bins=edges)[0].astype(np.float64) + pseudocount
+    observed = counts / counts.sum()
+    expected = ratio_bin_probabilities(edges, kind)
+    expected = expected / expected.sum()
+    return float((expected * np.log(expected / observed)).sum())
+
+
+def poisson_min_ratio_mean() -> float:
+    """``<r~>`` of uncorrelated levels, ``2 ln 2 - 1 = 0.3863``."""
+    return 2.0 * math.log(2.0) - 1.0
+
+
+def marchenko_pastur_ks(spectrum: np.ndarray | torch.Tensor, d_a: int, d_b: int) -> float:
+    """Kolmogorov–Smirnov distance between the empirical distribution of ``x = m p_k``
+    (``p``: normalised spectrum, ``m = min(d_a, d_b)``; its zeros beyond the rank count as
+    ``x = 0``) and the Marchenko–Pastur law of ratio ``c = m / max(d_a, d_b)`` (0 for a
+    Haar-random state in the limit of large ``m``, 1 for a product state)."""
+    m, n = sorted((int(d_a), int(d_b)))
+    p = np.sort(np.asarray(torch.as_tensor(spectrum).detach().cpu(), dtype=np.float64).ravel())
+    x = np.concatenate([np.zeros(max(m - p.size, 0)), m * p / p.sum()])
+    x = np.sort(x)
+    ratio = m / n
+    lo, hi = marchenko_pastur_edges(ratio)
+    grid = np.linspace(lo, hi, 4001)
+    pdf = marchenko_pastur_pdf(grid, ratio)
+    cdf = np.concatenate([[0.0], np.cumsum(0.5 * (pdf[1:] + pdf[:-1]) * np.diff(grid))])
+    cdf = cdf / cdf[-1]
+    model = np.interp(x, grid, cdf, left=0.0, right=1.0)
+    k = np.arange(1, x.size + 1) / x.size
+    return float(max(np.max(k - model), np.max(model - (k - 1.0 / x.size))))
+
+
+def compression_threshold(bond_dims: Sequence[int], errors: Sequence[float], stds: Sequence[float] | None = None,
+                          rel_tol: float = 0.02, n_std: float = 1.0) -> int:
+    """Smallest bond dimension beyond which the error no longer improves.
+
+    With ``best = min(errors)`` (at ``chi_best``) the tolerance is
+    ``tol = max(rel_tol * best, n_std * stds[chi_best])`` (``stds``, e.g. over seeds, optional),
+    and the threshold is the smallest ``chi`` with ``errors[chi] <= min_{chi' >= chi} errors[chi'] + tol``:
+    no larger bond lowers the error by more than the tolerance (the seed-to-seed scatter, or
+    ``rel_tol`` of the best error). A larger bond that is worse (overfitting) does not move it.
+    Non-finite errors (failed fits) never qualify.
+    """
+    chis = np.asarray(list(bond_dims), dtype=np.int64)
+    err = np.asarray(list(errors), dtype=np.float64)
+    if chis.size == 0 or chis.size != err.size:
+        raise ConfigError(f"need equally many bond dimensions and errors, got {chis.size} and {err.size}")
+    if not np.all(np.diff(chis) > 0):
+        raise ConfigError(f"bond dimensions must be strictly increasing, got {chis.tolist()}")
+    if not rel_tol >= 0 or not n_std >= 0:
+        raise ConfigError(f"rel_tol and n_std must be >= 0, got {rel_tol}, {n_std}")
+    finite = np.isfinite(err)
+    if not finite.any():
+        raise ConfigError("no finite error")
+    best_pos = int(np.nanargmin(np.where(finite, err, np.nan)))
+    tol = rel_tol * err[best_pos]
+    if stds is not None:
+        sd = np.asarray(list(stds), dtype=np.float64)
+        if sd.size != err.size:
+            raise ConfigError(f"need one std per bond dimension, got {sd.size}")
+        if np.isfinite(sd[best_pos]):
+            tol = max(tol, n_std * sd[best_pos])
+    filled = np.where(finite, err, np.inf)
+    tail_min = np.minimum.accumulate(filled[::-1])[::-1]  # min over chi' >= chi
+    ok = finite & (filled <= tail_min + tol)
+    return int(chis[np.flatnonzero(ok)[0]])
