@@ -218,15 +218,7 @@ def kl_divergence_to_wigner_dyson(ratios: np.ndarray, bins: int = 20, beta: int 
     """
     if beta not in (1, 2):
         raise ConfigError(f"beta must be 1 (GOE) or 2 (GUE), got {beta}")
-    rt = min_ratio(np.asarray(ratios))
-    if rt.size == 0:
-        raise ConfigError("no level-spacing ratios to compare")
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    counts = np.histogram(rt, bins=edges)[0].astype(np.float64) + pseudocount
-    observed = counts / counts.sum()
-    expected = ratio_bin_probabilities(edges, "goe" if beta == 1 else "gue")
-    expected = expected / expected.sum()
-    return float((expected * np.log(expected / observed)).sum())
+    return kl_divergence_to_reference(ratios, "goe" if beta == 1 else "gue", bins, pseudocount)
 
 
 def marchenko_pastur_edges(ratio: float) -> tuple[float, float]:
