@@ -1198,16 +1198,25 @@ def fit_model(model: DescriptorModel, x, y, structure_index=None, n_structures: 
         history.val_loss.append(monitored)
         if callback is not None:
             callback(model, epoch)
-        if monitored < history.best_val_loss:
-            history.best_val_loss, history.best_epoch = monitored, epoch
-            best_state = copy.deepcopy(model.state_dict())
-        elif epoch - history.best_epoch >= patience:
-            history.stopped_early = True
+        best_state, stop = _keep_best(history, model, monitored, epoch, patience, best_state)
+        if stop:
             break
         if progress:
             epochs_iter.set_postfix(train=f"{history.train_loss[-1]:.3g}", val=f"{monitored:.3g}")
     model.load_state_dict(best_state)
     return history
+
+
+def _keep_best(history: TrainHistory, model: DescriptorModel, monitored: float, epoch: int, patience: int,
+               best_state: dict) -> tuple[dict, bool]:
+    """Early-stopping bookkeeping of one epoch: returns the weights to keep and whether to stop."""
+    if monitored < history.best_val_loss:
+        history.best_val_loss, history.best_epoch = monitored, epoch
+        return copy.deepcopy(model.state_dict()), False
+    if epoch - history.best_epoch >= patience:
+        history.stopped_early = True
+        return best_state, True
+    return best_state, False
 
 
 def _fit_lbfgs(model: DescriptorModel, train: _Rows, val: _Rows | None, epochs: int, patience: int,
@@ -1247,11 +1256,8 @@ def _fit_lbfgs(model: DescriptorModel, train: _Rows, val: _Rows | None, epochs: 
             callback(model, epoch)
         if not math.isfinite(monitored) or not math.isfinite(value):
             break
-        if monitored < history.best_val_loss:
-            history.best_val_loss, history.best_epoch = monitored, epoch
-            best_state = copy.deepcopy(model.state_dict())
-        elif epoch - history.best_epoch >= patience:
-            history.stopped_early = True
+        best_state, stop = _keep_best(history, model, monitored, epoch, patience, best_state)
+        if stop:
             break
         if progress:
             epochs_iter.set_postfix(train=f"{history.train_loss[-1]:.3g}", val=f"{monitored:.3g}")

@@ -37,6 +37,7 @@ from torch import nn
 
 from entangle.errors import ConfigError, DataError, ShapeError
 from entangle.io import register_model
+from entangle.tn.tensor_train import check_train_cores
 
 __all__ = ["ACTIVATIONS", "NNMPOConfig", "NNMPO", "activation_and_derivative"]
 
@@ -288,13 +289,7 @@ class NNMPO(nn.Module):
         f, nb = self.n_latent, self.config.n_basis
         if len(cores) != f:
             raise ShapeError(f"need {f} cores, got {len(cores)}")
-        left = 1
-        for k, c in enumerate(cores):
-            if c.dim() != 3 or c.shape[0] != left or c.shape[1] != nb:
-                raise ShapeError(f"core {k} has shape {tuple(c.shape)}, expected ({left}, {nb}, D)")
-            left = c.shape[2]
-        if left != 1:
-            raise ShapeError(f"last core must end with bond 1, got {left}")
+        check_train_cores(cores, nb)
         dtype = self.U.dtype
         self.cores = nn.ParameterList([nn.Parameter(c.detach().to(dtype).clone()) for c in cores])
         self.config.bond_dims = self.bond_dims

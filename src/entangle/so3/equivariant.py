@@ -342,7 +342,7 @@ def left_matrices(t: EquivariantTensor) -> tuple[dict[Sector, torch.Tensor], dic
                     c = t.blocks.get((s1, s2, s))
                     n1, n2 = t.legs[0].mult[s1], t.legs[1].mult[s2]
                     if c is None:
-                        c = torch.zeros(n1, n2, t.legs[2].mult[s], dtype=t.dtype)
+                        c = torch.zeros(n1, n2, t.legs[2].mult[s], dtype=t.dtype, device=t.device)
                     pieces.append(c.reshape(n1 * n2, -1))
                     lay.append((s1, s2, n1, n2))
         if pieces:
@@ -363,7 +363,7 @@ def right_matrices(t: EquivariantTensor) -> tuple[dict[Sector, torch.Tensor], di
                     c = t.blocks.get((s, s2, s3))
                     n2, n3 = t.legs[1].mult[s2], t.legs[2].mult[s3]
                     if c is None:
-                        c = torch.zeros(t.legs[0].mult[s], n2, n3, dtype=t.dtype)
+                        c = torch.zeros(t.legs[0].mult[s], n2, n3, dtype=t.dtype, device=t.device)
                     pieces.append(c.reshape(c.shape[0], n2 * n3))
                     lay.append((s2, s3, n2, n3))
         if pieces:

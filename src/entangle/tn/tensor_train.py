@@ -20,9 +20,22 @@ from entangle.tn.contract import einsum
 from entangle.tn.decompose import qr_positive, svd, truncated_svd
 from entangle.tn.entropy import von_neumann_entropy
 
-__all__ = ["TensorTrain"]
+__all__ = ["TensorTrain", "check_train_cores"]
 
 T = TypeVar("T", bound="TensorTrain")
+
+
+def check_train_cores(cores: Sequence[torch.Tensor], phys_dim: int | None = None) -> None:
+    """Raise :class:`ShapeError` unless ``cores`` chain as ``(1, N, D_1), (D_1, N, D_2), ...,
+    (D_{f-1}, N, 1)`` (with ``N == phys_dim`` on every core when given)."""
+    left = 1
+    for k, c in enumerate(cores):
+        if c.dim() != 3 or c.shape[0] != left or (phys_dim is not None and c.shape[1] != phys_dim):
+            wanted = "N" if phys_dim is None else phys_dim
+            raise ShapeError(f"core {k} must have shape ({left}, {wanted}, D), got {tuple(c.shape)}")
+        left = c.shape[2]
+    if left != 1:
+        raise ShapeError(f"the last core must end with bond 1, got {left}")
 
 
 class TensorTrain:

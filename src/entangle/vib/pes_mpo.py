@@ -23,6 +23,7 @@ import torch
 
 from entangle.errors import DataError, ShapeError
 from entangle.tn import MPO, MPS
+from entangle.tn.tensor_train import check_train_cores
 
 __all__ = [
     "diagonal_mpo", "potential_mpo", "grid_potential_mpo", "kinetic_mpo", "add_mpo", "hamiltonian_mpo",
@@ -79,13 +80,7 @@ def potential_mpo(cores: Sequence[torch.Tensor], basis_values: Callable[[int, to
     cores = list(cores)
     if len(cores) != len(grids):
         raise ShapeError(f"{len(cores)} tensor-train cores but {len(grids)} grids")
-    left = 1
-    for i, c in enumerate(cores):
-        if c.dim() != 3 or c.shape[0] != left:
-            raise ShapeError(f"core {i} must have shape ({left}, N_{i}, D_{i}), got {tuple(c.shape)}")
-        left = c.shape[2]
-    if left != 1:
-        raise ShapeError(f"the last core must end with bond 1, got {left}")
+    check_train_cores(cores)
     norm = torch.as_tensor(norm, dtype=torch.float64)
     if norm.numel() != 1 or not torch.isfinite(norm):
         raise DataError(f"norm must be a finite scalar, got {norm}", field="norm")

@@ -17,6 +17,7 @@ import torch
 
 from entangle.errors import ConfigError, DataError, ShapeError
 from entangle.tn import MPS
+from entangle.tn.tensor_train import check_train_cores
 
 __all__ = ["PolynomialTT"]
 
@@ -41,13 +42,7 @@ class PolynomialTT:
         if not cores:
             raise ShapeError("PolynomialTT needs at least one core")
         n_basis = cores[0].shape[1] if cores[0].dim() == 3 else -1
-        left = 1
-        for k, c in enumerate(cores):
-            if c.dim() != 3 or c.shape[0] != left or c.shape[1] != n_basis:
-                raise ShapeError(f"core {k} must have shape ({left}, {n_basis}, D), got {tuple(c.shape)}")
-            left = c.shape[2]
-        if left != 1:
-            raise ShapeError(f"the last core must end with bond 1, got {left}")
+        check_train_cores(cores, n_basis)
         f = len(cores)
         U = torch.eye(f, dtype=torch.float64) if U is None else torch.as_tensor(U, dtype=torch.float64)
         if U.dim() != 2 or U.shape[1] != f or U.shape[0] < f:
