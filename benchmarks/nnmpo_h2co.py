@@ -4,6 +4,7 @@ Usage::
 
     PYTHONPATH=src python benchmarks/nnmpo_h2co.py [--config examples/h2co_nnmpo.yaml] [--out DIR]
                                                     [--threads 1] [--eval-only MODEL_DIR]
+                                                    [--pompon-python PATH [--pompon-minutes 40]]
 
 Prints one JSON object:
 
@@ -13,12 +14,20 @@ Prints one JSON object:
 * ``eval_us_per_point``: batched energy + analytic force evaluation in batches of 10,000 points
   (Pompon reports ~21 µs/point for its JAX implementation);
 * ``num_parameters``, ``bond_dims``, ``wall_s``.
+
+With ``--pompon-python PATH`` (a Python that can import Pompon, e.g. a throw-away virtual
+environment), the same invocation then runs ``benchmarks/pompon_peer.py`` with it, on the same
+data, target and thread count, and adds a ``pompon`` block (that script's JSON without its
+per-stage history) and the ratios ``time_to_8p6_ratio`` (ours / Pompon's) and ``eval_ratio``
+(ours / Pompon's µs per point at the same tensor-train shape).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -49,6 +58,21 @@ def eval_speed(model, x_pool: np.ndarray, batch: int = 10_000, repeats: int = 5,
     return float(np.median(times) / batch * 1e6)
 
 
+def run_pompon(python: str, data_dir: Path, target_cm1: float, minutes: float, threads: int) -> dict:
+    """Run ``pompon_peer.py`` with ``python`` and return its JSON (progress lines go to stderr)."""
+    cmd = [python, str(REPO / "benchmarks" / "pompon_peer.py"), "--data", str(data_dir), "--target-cm1",
+           str(target_cm1), "--budget-minutes", str(minutes), "--threads", str(threads)]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
+    peer = json.loads(proc.stdout)
+    history = peer.pop("history", [])
+    peer["last_stage"] = history[-1] if history else None
+    return peer
+
+
+def _ratio(ours: float | None, theirs: float | None) -> float | None:
+    return None if ours is None or not theirs else ours / theirs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=REPO / "examples" / "h2co_nnmpo.yaml")
@@ -56,6 +80,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--max-minutes", type=float, default=None, help="override train.max_minutes")
     parser.add_argument("--eval-only", type=Path, default=None, help="time an already trained model directory")
+    parser.add_argument("--pompon-python", default=None, help="python that can import pompon: run the peer too")
+    parser.add_argument("--pompon-minutes", type=float, default=40.0, help="wall budget of the Pompon run")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = yaml.safe_load(args.config.read_text())
@@ -83,9 +109,17 @@ def main() -> None:
     else:
         model_dir = args.eval_only
     model = io.load(model_dir)
-    x_val = load_h2co_arrays(resolve_data_dir(config["data"], config["config_dir"]))["validation"][0]
+    data_dir = resolve_data_dir(config["data"], config["config_dir"])
+    x_val = load_h2co_arrays(data_dir)["validation"][0]
     result["eval_us_per_point"] = eval_speed(model, x_val)
     result["pompon_eval_us_per_point_reported"] = 21.0
+    if args.pompon_python is not None:
+        print(json.dumps(result, indent=2), file=sys.stderr, flush=True)  # ours, in case the peer fails
+        peer = run_pompon(args.pompon_python, data_dir, float(config["train"]["target_mae_cm1"]),
+                          args.pompon_minutes, args.threads)
+        result["pompon"] = peer
+        result["time_to_8p6_ratio"] = _ratio(result.get("time_to_8p6_cm1_s"), peer["time_to_target_s"])
+        result["eval_ratio"] = _ratio(result["eval_us_per_point"], peer["eval_us_per_point"])
     print(json.dumps(result, indent=2))
 
 
