@@ -164,3 +164,34 @@ def test_checkpoints_hold_cpu_tensors(small, tmp_path):
     Trainer(make_model(train), train, valid, cfg, tmp_path).fit()
     tensors = load_file(tmp_path / "checkpoint.safetensors")
     assert tensors and all(t.device.type == "cpu" for t in tensors.values())
+
+
+def test_lbfgs_reuses_the_line_search_evaluation(small):
+    # torch's L-BFGS re-evaluates the closure at the start of every step() (max_iter=1) at the
+    # point where the previous line search ended; the trainer serves it from its cache, so an
+    # iteration costs about one full-batch evaluation instead of two, on the same trajectory
+    import collections
+    train, _ = small
+    cfg = TrainConfig(optimizer="lbfgs", max_steps=8, batch_size=4, progress=False,
+                      weights=LossWeights(energy=1.0, forces=0.1))
+    runs = {}
+    for cached in (True, False):
+        trainer = Trainer(make_model(train), train, [], cfg)
+        if not cached:
+            trainer._evaluations = collections.deque(maxlen=0)
+        calls, loss = [0], trainer._loss
+
+        def counted(batches, loss=loss, calls=calls):
+            calls[0] += 1
+            return loss(batches)
+
+        trainer._loss = counted
+        history = trainer.fit()
+        runs[cached] = ([h["train_loss"] for h in history], calls[0] // len(trainer.train),
+                        torch.cat([p.detach().flatten() for p in trainer.model.parameters()]))
+    (cached_losses, cached_evals, cached_p), (plain_losses, plain_evals, plain_p) = \
+        runs[True], runs[False]
+    assert len(cached_losses) == len(plain_losses) == 8
+    assert cached_losses == pytest.approx(plain_losses, rel=1e-8)
+    assert torch.allclose(cached_p, plain_p, rtol=1e-6, atol=1e-9)
+    assert plain_evals - cached_evals == 8 - 1  # one evaluation saved per step but the first
