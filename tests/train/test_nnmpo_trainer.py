@@ -13,7 +13,8 @@ from entangle.models.nnmpo import NNMPO, NNMPOConfig
 from entangle.train.nnmpo_trainer import (
     pick_centres,
     EV_TO_CM1, NNMPOTrainer, TrainData, adam_epochs, als_sweep, canonicalize, evaluate_arrays, fit_h2co,
-    fold_scales, load_h2co_arrays, make_train_data, predict_arrays, resolve_data_dir, training_loss,
+    fold_scales, load_h2co_arrays, make_train_data, predict_arrays, resolve_data_dir, select_restart,
+    training_loss,
 )
 from entangle.train.stiefel import StiefelAdam, project_tangent
 
@@ -317,6 +318,53 @@ def test_bad_schedule_and_arrays_raise(tmp_path):
         load_h2co_arrays(tmp_path)
     with pytest.raises(ConfigError):
         fit_h2co({"data": str(tmp_path), "model": {"n_latnt": 3}}, tmp_path / "out")
+
+
+def test_select_restart_keeps_the_best_validated_seed():
+    data, valid = _toy_data(), _toy_data(n_points=50, seed=7)
+
+    def make(seed):
+        model = _toy_model(seed=seed)
+        gen = torch.Generator().manual_seed(seed)
+        model.set_centres(data.x[torch.randperm(data.x.shape[0], generator=gen)[:5]])
+        return model
+
+    best, records = select_restart(make, data, valid, 1.0, [3, 4, 5], sweeps=2, ridge=1e-10, force_weight=1.0)
+    assert [r["seed"] for r in records] == [3, 4, 5]
+    maes = []
+    for seed in (3, 4, 5):  # independently: the same sweeps from the same start
+        model = make(seed)
+        for _ in range(2):
+            als_sweep(model, data, 1, ridge=1e-10)
+        with torch.no_grad():
+            maes.append(float((model(valid.x) - valid.y).abs().mean() * EV_TO_CM1))
+    assert [r["val_mae_cm1"] for r in records] == pytest.approx(maes, rel=1e-10)
+    assert best == (3, 4, 5)[int(np.argmin(maes))]
+    assert len(set(round(m, 8) for m in maes)) == 3  # the seeds really differ
+    with pytest.raises(ConfigError):
+        select_restart(make, data, valid, 1.0, [0], sweeps=0, ridge=0.0, force_weight=1.0)
+
+
+def test_fit_h2co_restarts_choose_a_seed_and_resume_keeps_it(tmp_path):
+    data, valid = _toy_data(), _toy_data(n_points=50, seed=7)
+    for name, split in (("train", data), ("validation", valid)):
+        for key, arr in (("x", split.x), ("y", split.y[:, None]), ("f", split.f)):
+            np.save(tmp_path / f"{key}_{name}.npy", arr.numpy())
+    config = {"data": str(tmp_path), "seed": 2,
+              "model": {"n_latent": 3, "n_basis": 5, "bond_dims": [2, 2]},
+              "train": {"progress": False, "restarts": 3, "restart_sweeps": 1, "ridge": 1e-10,
+                        "schedule": [{"kind": "als", "sites": 1, "sweeps": 2}]}}
+    out = tmp_path / "out"
+    metrics = fit_h2co(config, out)
+    candidates = metrics["restarts"]["candidates"]
+    assert [c["seed"] for c in candidates] == [2, 3, 4]
+    assert metrics["seed"] == min(candidates, key=lambda c: c["val_mae_cm1"])["seed"]
+    assert json.loads((out / "restarts.json").read_text())["candidates"] == candidates
+    # resuming (nothing left to do) reuses the recorded choice instead of selecting again
+    (out / "restarts.json").write_text(json.dumps({"seconds": 0.0, "candidates": [{"seed": 9, "val_mae_cm1": 0.0}]}))
+    assert fit_h2co(config, out)["seed"] == 9
+    with pytest.raises(ConfigError):
+        fit_h2co({**config, "train": {**config["train"], "restarts": 0}}, tmp_path / "bad")
 
 
 # ------------------------------------------------------------------------------ H2CO (shared data)

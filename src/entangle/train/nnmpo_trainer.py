@@ -25,6 +25,7 @@ import copy
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -635,7 +636,7 @@ _TOP_KEYS = {"data", "model", "train", "seed", "out_dir", "config_dir"}
 H2CO_NAME = "h2co"  # `data: h2co` means data_root()/"h2co_pompon"
 _MODEL_KEYS = {"n_latent", "n_basis", "activation", "bond_dims", "max_bond", "w_init"}
 _TRAIN_KEYS = {"force_weight", "ridge", "threads", "max_minutes", "patience", "resume", "progress", "schedule",
-               "target_mae_cm1", "centres"}
+               "target_mae_cm1", "centres", "restarts", "restart_sweeps"}
 
 
 def pick_centres(data: TrainData, count: int, how: str = "random", seed: int = 0) -> torch.Tensor:
@@ -659,6 +660,31 @@ def pick_centres(data: TrainData, count: int, how: str = "random", seed: int = 0
         picked.append(int(torch.argmax(distance)))
         distance = torch.minimum(distance, (data.x - data.x[picked[-1]]).norm(dim=1))
     return torch.tensor(picked)
+
+
+def select_restart(make_model, train: TrainData, valid: TrainData, y_scale: float, seeds: Sequence[int],
+                   sweeps: int, ridge: float, force_weight: float, progress: bool = False) -> tuple[int, list[dict]]:
+    """Pick the initialisation (seed: initial w, cores and, for random centres, the centres) whose
+    model is best on validation after ``sweeps`` one-site ALS sweeps: random restarts with
+    validation-based selection. The centres drawn at random move the final error by up to
+    ~0.7 cm⁻¹ on H2CO, and the ranking after a few sweeps already matches the final one.
+
+    ``make_model(seed)`` returns a fresh standardised NNMPO with its centres set. Returns the
+    best seed and one ``{"seed", "val_mae_cm1"}`` record per candidate.
+    """
+    if sweeps < 1:
+        raise ConfigError(f"train.restart_sweeps must be >= 1, got {sweeps}")
+    records = []
+    for seed in tqdm(seeds, desc="restarts", disable=not progress, leave=False):
+        model = make_model(seed)
+        for _ in range(sweeps):
+            als_sweep(model, train, n_sites=1, ridge=ridge, force_weight=force_weight)
+        with torch.no_grad():
+            energy, _ = model.energy_and_forces(valid.x)
+        mae = float(((energy - valid.y) * y_scale * EV_TO_CM1).abs().mean())
+        records.append({"seed": int(seed), "val_mae_cm1": mae if math.isfinite(mae) else math.inf})
+    best = min(records, key=lambda r: r["val_mae_cm1"])
+    return best["seed"], records
 
 
 def _check_keys(section: dict, allowed: set[str], where: str) -> None:
@@ -693,7 +719,9 @@ def fit_h2co(config: dict, out_dir: str | Path) -> dict:
     paths are resolved against it), ``seed``,
     ``model`` (n_latent, n_basis, activation, bond_dims | max_bond, w_init), ``train``
     (force_weight, ridge, threads, max_minutes, patience, resume, progress, target_mae_cm1,
-    centres = ``random`` | ``farthest`` (see :func:`pick_centres`),
+    centres = ``random`` | ``farthest`` (see :func:`pick_centres`), restarts (number of seeds
+    ``seed, seed+1, ...`` tried, default 1) and restart_sweeps (ALS sweeps each, default 8) for
+    :func:`select_restart`,
     schedule = list of stages ``{kind: als, sites, sweeps, ridge, cutoff, max_bond, cg_iters}``,
     ``{kind: adam, epochs, lr, lr_u, batch_size, train_cores, train_u}``,
     ``{kind: cycle, repeat, stages}``). See ``examples/h2co_nnmpo.yaml``.
@@ -729,20 +757,48 @@ def fit_h2co(config: dict, out_dir: str | Path) -> dict:
     train = make_train_data(x_tr, y_tr, f_tr, x_scale, y_scale)
     valid = make_train_data(*splits["validation"], x_scale, y_scale)
     n_coords = x_tr.shape[1]
-    model_cfg = NNMPOConfig(n_coords=n_coords, n_latent=int(mcfg.get("n_latent", n_coords)),
-                            n_basis=int(mcfg.get("n_basis", 21)), activation=mcfg.get("activation", "moderate+silu"),
-                            bond_dims=mcfg.get("bond_dims"), max_bond=int(mcfg.get("max_bond", 2)), seed=seed,
-                            w_init=float(mcfg.get("w_init", 0.5)))
-    model = NNMPO(model_cfg)
-    model.set_centres(train.x[pick_centres(train, model_cfg.n_basis - 1, tcfg.get("centres", "random"), seed)])
+    force_weight, ridge = float(tcfg.get("force_weight", 1.0)), float(tcfg.get("ridge", 1e-8))
+
+    def make_model(model_seed: int) -> NNMPO:
+        model_cfg = NNMPOConfig(n_coords=n_coords, n_latent=int(mcfg.get("n_latent", n_coords)),
+                                n_basis=int(mcfg.get("n_basis", 21)),
+                                activation=mcfg.get("activation", "moderate+silu"), bond_dims=mcfg.get("bond_dims"),
+                                max_bond=int(mcfg.get("max_bond", 2)), seed=model_seed,
+                                w_init=float(mcfg.get("w_init", 0.5)))
+        model = NNMPO(model_cfg)
+        model.set_centres(train.x[pick_centres(train, model_cfg.n_basis - 1, tcfg.get("centres", "random"),
+                                               model_seed)])
+        return model
+
+    restarts = int(tcfg.get("restarts", 1))
+    if restarts < 1:
+        raise ConfigError(f"train.restarts must be >= 1, got {restarts}")
+    resume = bool(tcfg.get("resume", True))
+    restart_file = out_dir / "restarts.json"
+    restarts_info = None  # {"seconds": selection wall time, "candidates": [{"seed", "val_mae_cm1"}]}
+    if restarts > 1:
+        if resume and (out_dir / "checkpoint.json").is_file() and restart_file.is_file():
+            restarts_info = json.loads(restart_file.read_text())  # chosen before the interruption
+        else:
+            start = time.perf_counter()
+            _, candidates = select_restart(make_model, train, valid, y_scale, range(seed, seed + restarts),
+                                           int(tcfg.get("restart_sweeps", 8)), ridge, force_weight,
+                                           progress=bool(tcfg.get("progress", True)))
+            restarts_info = {"seconds": time.perf_counter() - start, "candidates": candidates}
+            out_dir.mkdir(parents=True, exist_ok=True)
+            io.atomic_write_text(restart_file, json.dumps(restarts_info, indent=2))
+        seed = min(restarts_info["candidates"], key=lambda r: r["val_mae_cm1"])["seed"]
+    model = make_model(seed)
     max_minutes = tcfg.get("max_minutes")
+    if max_minutes is not None and restarts_info is not None:  # the budget covers the selection too
+        max_minutes = float(max_minutes) - restarts_info["seconds"] / 60.0
     trainer = NNMPOTrainer(model, train, valid, y_scale, tcfg.get("schedule", []),
-                           force_weight=float(tcfg.get("force_weight", 1.0)), ridge=float(tcfg.get("ridge", 1e-8)),
+                           force_weight=force_weight, ridge=ridge,
                            out_dir=out_dir, patience=tcfg.get("patience"),
                            max_seconds=None if max_minutes is None else 60.0 * float(max_minutes), seed=seed,
                            progress=bool(tcfg.get("progress", True)), target_mae_cm1=tcfg.get("target_mae_cm1"),
                            run_config={k: v for k, v in config.items() if k not in ("out_dir", "config_dir")})
-    if bool(tcfg.get("resume", True)):
+    if resume:
         trainer.load_checkpoint()
     summary = trainer.run()
     best = trainer.best_state if trainer.best_state is not None else trainer.model
@@ -753,6 +809,7 @@ def fit_h2co(config: dict, out_dir: str | Path) -> dict:
     metrics.update({"num_parameters": raw.num_parameters(), "bond_dims": raw.bond_dims,
                     "wall_s": time.perf_counter() - t0, "train_elapsed_s": summary["elapsed_s"],
                     "steps_done": summary["steps_done"], "time_to_target_s": trainer.time_to_target,
+                    "seed": seed, "restarts": restarts_info,
                     "history": trainer.history})
     summary_metrics = {k: v for k, v in metrics.items() if k != "history"}
     io.save(raw, out_dir / "model", metadata={"units": {"x": "sqrt(m_e)*a0", "energy": "eV",
