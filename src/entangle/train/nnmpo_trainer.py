@@ -513,6 +513,14 @@ def _flatten_schedule(schedule: list, path: str = "schedule") -> list[dict]:
     return steps
 
 
+@torch.no_grad()
+def energy_errors_cm1(model: NNMPO, data: TrainData, y_scale: float) -> tuple[float, float]:
+    """Energy MAE and RMSE (cm⁻¹) of a standardised model on a standardised split."""
+    energy, _ = model.energy_and_forces(data.x)
+    de = (energy - data.y) * y_scale * EV_TO_CM1
+    return float(de.abs().mean()), float(de.pow(2).mean().sqrt())
+
+
 class NNMPOTrainer:
     """Runs a schedule of ALS sweeps and Adam blocks with validation-based model selection.
 
@@ -551,11 +559,8 @@ class NNMPOTrainer:
         self.time_to_target: float | None = None
         self.run_config = run_config
 
-    @torch.no_grad()
     def _errors(self, data: TrainData) -> tuple[float, float]:
-        energy, forces = self.model.energy_and_forces(data.x)
-        de = (energy - data.y) * self.y_scale * EV_TO_CM1
-        return float(de.abs().mean()), float(de.pow(2).mean().sqrt())
+        return energy_errors_cm1(self.model, data, self.y_scale)
 
     def _run_step(self, step: dict, index: int) -> None:
         if step["kind"] == "als":
@@ -679,9 +684,7 @@ def select_restart(make_model, train: TrainData, valid: TrainData, y_scale: floa
         model = make_model(seed)
         for _ in range(sweeps):
             als_sweep(model, train, n_sites=1, ridge=ridge, force_weight=force_weight)
-        with torch.no_grad():
-            energy, _ = model.energy_and_forces(valid.x)
-        mae = float(((energy - valid.y) * y_scale * EV_TO_CM1).abs().mean())
+        mae = energy_errors_cm1(model, valid, y_scale)[0]
         records.append({"seed": int(seed), "val_mae_cm1": mae if math.isfinite(mae) else math.inf})
     best = min(records, key=lambda r: r["val_mae_cm1"])
     return best["seed"], records
