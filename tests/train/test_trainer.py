@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from entangle.data import read_extxyz
+from entangle.errors import ConfigError
 from entangle.models.etn import ETNConfig, ETNPotential
 from entangle.train.als import ALSConfig, als_sweeps
 from entangle.train.losses import LossWeights, potential_loss
@@ -81,6 +82,28 @@ def test_checkpoint_and_resume(small, tmp_path):
     Trainer(straight, train, valid, cfg).fit()
     for a, b in zip(straight.parameters(), resumed.model.parameters()):
         assert torch.allclose(a, b, atol=1e-10)
+
+
+def test_adam_learning_rate_decays_per_epoch_and_resumes(small, tmp_path):
+    train, valid = small
+    cfg = TrainConfig(optimizer="adam", lr=0.01, lr_decay=0.5, max_steps=2, batch_size=4,
+                      weights=LossWeights(forces=0.1), progress=False, checkpoint_every=1)
+    trainer = Trainer(make_model(train), train, valid, cfg, tmp_path)
+    trainer.fit()
+    cfg.max_steps = 3
+    resumed = Trainer(make_model(train), train, valid, cfg, tmp_path)
+    resumed.fit(resume=True)
+    straight = Trainer(make_model(train), train, valid, cfg)
+    straight.fit()
+    for a, b in zip(straight.model.parameters(), resumed.model.parameters()):
+        assert torch.allclose(a, b, atol=1e-10)
+    constant = Trainer(make_model(train), train, valid,
+                       TrainConfig(**{**cfg.__dict__, "lr_decay": 1.0}))
+    constant.fit()
+    assert not all(torch.allclose(a, b) for a, b in zip(straight.model.parameters(),
+                                                       constant.model.parameters()))
+    with pytest.raises(ConfigError, match="lr_decay"):
+        TrainConfig(optimizer="adam", lr_decay=0.0)
 
 
 def test_two_site_als_lowers_training_loss(small):

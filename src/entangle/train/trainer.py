@@ -62,6 +62,8 @@ class TrainConfig:
     optimizer : "lbfgs" (full batch, strong-Wolfe line search) or "adam" (mini-batches)
     max_steps : L-BFGS iterations or Adam epochs
     lr : learning rate (Adam) or initial step (L-BFGS)
+    lr_decay : Adam only: the learning rate of epoch k is ``lr * lr_decay**k`` (1: constant);
+        set from the step count, so a resumed run continues the same schedule
     batch_size : structures per batch (also used to chunk the full-batch L-BFGS evaluation)
     weights : loss weights of eq. (47)
     patience : stop after this many validation checks without improvement
@@ -78,6 +80,7 @@ class TrainConfig:
     optimizer: str = "lbfgs"
     max_steps: int = 200
     lr: float = 1.0
+    lr_decay: float = 1.0
     batch_size: int = 32
     weights: LossWeights = field(default_factory=LossWeights)
     patience: int = 50
@@ -98,6 +101,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 1")
         if not self.lr > 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if not 0 < self.lr_decay <= 1:
+            raise ConfigError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
 
 
 class PreparedBatch:
@@ -355,6 +360,8 @@ class Trainer:
             while self.step < cfg.max_steps and self.since_best < cfg.patience and (
                     cfg.max_time_s is None or time.time() - started < cfg.max_time_s):
                 if cfg.optimizer == "adam":
+                    for group in optimizer.param_groups:
+                        group["lr"] = cfg.lr * cfg.lr_decay**self.step
                     losses = []
                     for k in generator.permutation(len(self.train)):
                         optimizer.zero_grad()
