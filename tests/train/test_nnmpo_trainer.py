@@ -353,10 +353,13 @@ def test_fit_h2co_restarts_choose_a_seed_and_resume_keeps_it(tmp_path):
     config = {"data": str(tmp_path), "seed": 2,
               "model": {"n_latent": 3, "n_basis": 5, "bond_dims": [2, 2]},
               "train": {"progress": False, "restarts": 3, "restart_sweeps": 1, "ridge": 1e-10,
-                        "schedule": [{"kind": "als", "sites": 1, "sweeps": 2}]}}
+                        "target_mae_cm1": 1e9, "schedule": [{"kind": "als", "sites": 1, "sweeps": 2}]}}
     out = tmp_path / "out"
     metrics = fit_h2co(config, out)
     candidates = metrics["restarts"]["candidates"]
+    # reached after the first sweep; the time to it includes the restart selection
+    assert metrics["time_to_target_s"] == pytest.approx(
+        metrics["restarts"]["seconds"] + metrics["history"][0]["time_s"], abs=0.01)
     assert [c["seed"] for c in candidates] == [2, 3, 4]
     assert metrics["seed"] == min(candidates, key=lambda c: c["val_mae_cm1"])["seed"]
     assert json.loads((out / "restarts.json").read_text())["candidates"] == candidates
