@@ -3,7 +3,8 @@
 Usage::
 
     PYTHONPATH=src python benchmarks/nnmpo_h2co.py [--config examples/h2co_nnmpo.yaml] [--out DIR]
-                                                    [--threads 1] [--eval-only MODEL_DIR]
+                                                    [--threads 1] [--restarts N] [--max-minutes M]
+                                                    [--eval-only MODEL_DIR]
                                                     [--pompon-python PATH [--pompon-minutes 40]]
 
 Prints one JSON object:
@@ -79,6 +80,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: a temporary one)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--max-minutes", type=float, default=None, help="override train.max_minutes")
+    parser.add_argument("--restarts", type=int, default=None,
+                        help="override train.restarts (1: a single start, like the peer's one run)")
     parser.add_argument("--eval-only", type=Path, default=None, help="time an already trained model directory")
     parser.add_argument("--pompon-python", default=None, help="python that can import pompon: run the peer too")
     parser.add_argument("--pompon-minutes", type=float, default=40.0, help="wall budget of the Pompon run")
@@ -91,7 +94,9 @@ def main() -> None:
     config["train"].setdefault("target_mae_cm1", 8.6)
     if args.max_minutes is not None:
         config["train"]["max_minutes"] = args.max_minutes
-    result: dict = {"threads": args.threads}
+    if args.restarts is not None:
+        config["train"]["restarts"] = args.restarts
+    result: dict = {"threads": args.threads, "restarts": config["train"].get("restarts", 1)}
     if args.eval_only is None:
         out = args.out or Path(tempfile.mkdtemp(prefix="nnmpo_h2co_"))
         metrics = fit_h2co(config, out)
