@@ -672,7 +672,8 @@ def select_restart(make_model, train: TrainData, valid: TrainData, y_scale: floa
     """Pick the initialisation (seed: initial w, cores and, for random centres, the centres) whose
     model is best on validation after ``sweeps`` one-site ALS sweeps: random restarts with
     validation-based selection. The centres drawn at random move the final error by up to
-    ~0.7 cm⁻¹ on H2CO, and the ranking after a few sweeps already matches the final one.
+    ~0.7 cm⁻¹ on H2CO; the ranking after a few sweeps is only a rough guide to the final one
+    (BENCHMARKS.md: the best 8-sweep score among seeds 8–15 ended well behind seed 4).
 
     ``make_model(seed)`` returns a fresh standardised NNMPO with its centres set. Returns the
     best seed and one ``{"seed", "val_mae_cm1"}`` record per candidate.
