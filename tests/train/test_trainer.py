@@ -106,6 +106,24 @@ def test_adam_learning_rate_decays_per_epoch_and_resumes(small, tmp_path):
         TrainConfig(optimizer="adam", lr_decay=0.0)
 
 
+def test_single_precision_training_returns_a_float64_model(small, tmp_path):
+    train, valid = small
+    base = dict(optimizer="adam", lr=0.01, max_steps=3, batch_size=4, progress=False,
+                weights=LossWeights(forces=0.1), checkpoint_every=0)
+    single = Trainer(make_model(train), train, valid, TrainConfig(**base, dtype="float32"))
+    assert single.train[0].batch.positions.dtype == torch.float32
+    single.fit()
+    assert all(p.dtype == torch.float64 for p in single.model.parameters())
+    double = Trainer(make_model(train), train, valid, TrainConfig(**base))
+    double.fit()
+    # the same optimisation up to single-precision round-off
+    for a, b in zip(single.history, double.history):
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-3)
+    assert single.history[-1]["val_loss"] < single.history[0]["val_loss"]
+    with pytest.raises(ConfigError, match="dtype"):
+        TrainConfig(dtype="float16")
+
+
 def test_two_site_als_lowers_training_loss(small):
     train, _ = small
     model = make_model(train, ett_rank=2)

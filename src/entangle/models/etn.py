@@ -81,7 +81,7 @@ from entangle.so3.harmonics import real_spherical_harmonics, solid_harmonics
 __all__ = ["ETNConfig", "ETNPotential", "ETNGeometry", "etn_channels", "harmonics_with_gradient",
            "chebyshev_radial", "ett_energy_and_gradient"]
 
-_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
 @dataclass
@@ -155,8 +155,8 @@ class ETNConfig:
             raise ConfigError(f"feature_scale must be positive, got {self.feature_scale}")
         if not (self.init_scale >= 0 and math.isfinite(self.init_scale)):
             raise ConfigError(f"init_scale must be >= 0, got {self.init_scale}")
-        if self.dtype not in _DTYPES:
-            raise ConfigError(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         if self.decay_rad <= 0 or self.decay_rank <= 0:
             raise ConfigError("decay lengths must be positive")
         if self.bonds is not None:
@@ -528,7 +528,7 @@ class ETNPotential(nn.Module):
     def __init__(self, config: ETNConfig):
         super().__init__()
         self.config = config
-        dtype = _DTYPES[config.dtype]
+        dtype = DTYPES[config.dtype]
         ch = etn_channels(config)
         self.l_max = config.L - 1
         self.n_species = len(config.species)
