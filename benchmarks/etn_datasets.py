@@ -169,7 +169,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("dataset", choices=("monbtaw", "qm7"))
     parser.add_argument("--budget", type=float, default=1500.0, help="training wall time, s")
-    parser.add_argument("--steps", type=int, default=None, help="override max steps (L-BFGS iterations or Adam epochs)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="override max steps (L-BFGS iterations or Adam epochs)")
     parser.add_argument("--out", type=Path, default=Path("runs/etn_datasets"))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")

@@ -4,9 +4,9 @@ For each element, fits the model of ``examples/mlearn_<El>_etn.yaml`` (its optim
 validation split carved from the training data, best validation loss kept) within a wall-time
 budget and evaluates it on the test split. Prints JSON with the test MAE of energies
 (meV/atom) and forces (eV/Å), the stress RMSE (GPa, where the data have stresses), the
-parameter count, the steps done (L-BFGS iterations or Adam epochs), the wall and CPU time, and the GAP / MTP test MAE
-reported by Zuo et al., J. Phys. Chem. A 124, 731 (2020) (as transcribed in
-``shared/data/README.md``) for comparison.
+parameter count, the steps done (L-BFGS iterations or Adam epochs), the wall and CPU time,
+and the GAP / MTP test MAE reported by Zuo et al., J. Phys. Chem. A 124, 731 (2020) (as
+transcribed in ``shared/data/README.md``) for comparison.
 
 Usage: python benchmarks/etn_zuo2020.py [--elements Mo Si] [--budget 600] [--out runs/zuo2020]
        [--threads 1] [--steps 2000] [--device cuda] [--set n_rad=12 ett_rank=4 ...]
@@ -86,7 +86,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--elements", nargs="+", default=list(ELEMENTS), choices=ELEMENTS)
     parser.add_argument("--budget", type=float, default=600.0, help="fit wall time per element, s")
-    parser.add_argument("--steps", type=int, default=None, help="override max steps (L-BFGS iterations or Adam epochs)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="override max steps (L-BFGS iterations or Adam epochs)")
     parser.add_argument("--out", type=Path, default=Path("runs/etn_zuo2020"))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")

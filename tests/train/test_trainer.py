@@ -106,7 +106,7 @@ def test_adam_learning_rate_decays_per_epoch_and_resumes(small, tmp_path):
         TrainConfig(optimizer="adam", lr_decay=0.0)
 
 
-def test_single_precision_training_returns_a_float64_model(small, tmp_path):
+def test_single_precision_training_returns_a_float64_model(small):
     train, valid = small
     base = dict(optimizer="adam", lr=0.01, max_steps=3, batch_size=4, progress=False,
                 weights=LossWeights(forces=0.1), checkpoint_every=0)

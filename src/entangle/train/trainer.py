@@ -408,10 +408,10 @@ class Trainer:
                     self.save_checkpoint(optimizer)
         finally:
             bar.close()
+            self.model.to(self.model_dtype)  # also when training fails (train.dtype)
         if self.best_state is not None:
-            self.model.load_state_dict(self.best_state)
+            self.model.load_state_dict(self.best_state)  # casts to the model's dtype
         self.save_checkpoint(optimizer)
-        self.model.to(self.model_dtype)
         return self.history
 
 
