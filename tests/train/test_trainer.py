@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from entangle.data import read_extxyz
 from entangle.errors import ConfigError
@@ -122,6 +123,67 @@ def test_single_precision_training_returns_a_float64_model(small):
     assert single.history[-1]["val_loss"] < single.history[0]["val_loss"]
     with pytest.raises(ConfigError, match="dtype"):
         TrainConfig(dtype="float16")
+
+
+def test_ema_keeps_the_moving_average_of_the_adam_steps(small, tmp_path):
+    train, valid = small
+    base = dict(optimizer="adam", lr=0.05, max_steps=1, batch_size=len(train), progress=False,
+                weights=LossWeights(forces=0.1), standardize=False, checkpoint_every=0)
+    start = [p.detach().clone() for p in make_model(train).parameters()]
+    raw = Trainer(make_model(train), train, [], TrainConfig(**base))
+    raw.fit()  # one Adam step: theta_1
+    averaged = Trainer(make_model(train), train, [], TrainConfig(**base, ema_decay=0.25))
+    averaged.fit()
+    for p0, p1, kept in zip(start, raw.model.parameters(), averaged.model.parameters()):
+        assert not torch.equal(p0, p1) or p0.numel() == 0 or not p1.requires_grad
+        assert torch.allclose(kept, 0.25 * p0 + 0.75 * p1, atol=1e-12)
+    # the average is checkpointed: a resumed run continues it exactly
+    cfg = TrainConfig(**{**base, "batch_size": 4, "max_steps": 2, "checkpoint_every": 1},
+                      ema_decay=0.5)
+    Trainer(make_model(train), train, valid, cfg, tmp_path).fit()
+    cfg.max_steps = 3
+    resumed = Trainer(make_model(train), train, valid, cfg, tmp_path)
+    resumed.fit(resume=True)
+    straight = Trainer(make_model(train), train, valid, cfg)
+    straight.fit()
+    assert [h["val_loss"] for h in resumed.history] == pytest.approx(
+        [h["val_loss"] for h in straight.history], rel=1e-10)
+    for a, b in zip(straight.model.parameters(), resumed.model.parameters()):
+        assert torch.allclose(a, b, atol=1e-10)
+    with pytest.raises(ConfigError, match="ema_decay"):
+        TrainConfig(optimizer="adam", ema_decay=1.0)
+    with pytest.raises(ConfigError, match="Adam"):
+        TrainConfig(optimizer="lbfgs", ema_decay=0.9)
+
+
+def test_gradient_clipping_bounds_every_adam_step(small):
+    train, valid = small
+    cfg = TrainConfig(optimizer="adam", lr=0.01, max_steps=2, batch_size=4, progress=False,
+                      weights=LossWeights(forces=0.1), checkpoint_every=0, clip_grad_norm=0.05)
+    trainer = Trainer(make_model(train), train, valid, cfg)
+    params = [p for p in trainer.model.parameters() if p.requires_grad]
+    norms = []
+
+    def record(optimizer, args, kwargs):
+        norms.append(float(torch.linalg.vector_norm(
+            torch.cat([p.grad.reshape(-1) for p in params if p.grad is not None]))))
+
+    handle = register_optimizer_step_pre_hook(record)
+    try:
+        trainer.fit()
+    finally:
+        handle.remove()
+    assert len(norms) == 2 * 2  # two mini-batches per epoch
+    assert max(norms) <= 0.05 * (1 + 1e-6)
+    unclipped = Trainer(make_model(train), train, valid,
+                        TrainConfig(**{**cfg.__dict__, "clip_grad_norm": None}))
+    item = unclipped.train[0]
+    loss = unclipped._loss([item]) * unclipped.n_train / item.n_structures
+    loss.backward()
+    assert float(torch.linalg.vector_norm(torch.cat(
+        [p.grad.reshape(-1) for p in unclipped.model.parameters() if p.grad is not None]))) > 0.05
+    with pytest.raises(ConfigError, match="clip_grad_norm"):
+        TrainConfig(optimizer="adam", clip_grad_norm=0.0)
 
 
 def test_two_site_als_lowers_training_loss(small):

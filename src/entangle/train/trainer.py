@@ -12,8 +12,11 @@
   improved for ``patience`` evaluations, the best parameters are restored at the end (the paper
   "selects the minimal validation loss from all the iterations", Sec. 6.2);
 * checkpoints ``checkpoint.safetensors`` + ``checkpoint.json`` (atomic writes) every
-  ``checkpoint_every`` steps; ``resume=True`` continues from them (Adam moments are restored,
-  the L-BFGS curvature memory is rebuilt);
+  ``checkpoint_every`` steps; ``resume=True`` continues from them (Adam moments and the
+  parameter average are restored, the L-BFGS curvature memory is rebuilt);
+* Adam options as in the MLIP codes: an exponential moving average of the parameters
+  (``ema_decay``) is what is validated and kept, and gradient-norm clipping
+  (``clip_grad_norm``);
 * a tqdm progress bar with live train/validation errors.
 
 Also :func:`fit_etn` / :func:`evaluate_etn`, the functions behind ``entangle fit`` and
@@ -22,12 +25,13 @@ Also :func:`fit_etn` / :func:`evaluate_etn`, the functions behind ``entangle fit
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,6 +83,12 @@ class TrainConfig:
         trains a float64 model in single precision, 3-4x faster per Adam epoch on the CPU,
         and returns it to float64 afterwards (the fitted function is then evaluated in
         float64: smooth forces and energy conservation in MD are unaffected)
+    ema_decay : Adam only: validate, select and return an exponential moving average of the
+        parameters, ``θ̄ ← ema_decay θ̄ + (1 - ema_decay) θ`` after every mini-batch step (as
+        the MLIP codes do, e.g. MACE's 0.99), which smooths the mini-batch noise out of the
+        model that is kept (None: the raw parameters)
+    clip_grad_norm : Adam only: rescale each mini-batch gradient to at most this Euclidean
+        norm before the step (None: no clipping)
     """
 
     optimizer: str = "lbfgs"
@@ -95,6 +105,8 @@ class TrainConfig:
     standardize: bool = True
     device: str = "cpu"
     dtype: str | None = None
+    ema_decay: float | None = None
+    clip_grad_norm: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.weights, dict):
@@ -108,6 +120,14 @@ class TrainConfig:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
         if not 0 < self.lr_decay <= 1:
             raise ConfigError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
+        if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"ema_decay must be in [0, 1) or null, got {self.ema_decay}")
+        if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
+            raise ConfigError(f"clip_grad_norm must be > 0 or null, got {self.clip_grad_norm}")
+        if self.optimizer != "adam" and (self.ema_decay is not None
+                                         or self.clip_grad_norm is not None):
+            raise ConfigError("ema_decay and clip_grad_norm act on Adam's mini-batch steps; "
+                              f"optimizer is {self.optimizer!r}")
         if self.dtype not in (None, *DTYPES):
             raise ConfigError(f"dtype must be one of {sorted(DTYPES)} or null, "
                               f"got {self.dtype!r}")
@@ -230,6 +250,8 @@ class Trainer:
         self.best_loss = math.inf
         self.best_state: dict[str, torch.Tensor] | None = None
         self.since_best = 0
+        # moving average of the trainable parameters (ema_decay), in their order
+        self.ema: list[torch.Tensor] | None = None
         # (parameters, loss, gradients) of the latest full-batch evaluations (L-BFGS)
         self._evaluations: deque[tuple[torch.Tensor, torch.Tensor, list]] = deque(
             maxlen=_MAX_LINE_SEARCH + 1)
@@ -276,6 +298,8 @@ class Trainer:
         tensors = {f"model.{k}": v.detach().clone() for k, v in self.model.state_dict().items()}
         if self.best_state is not None:
             tensors.update({f"best.{k}": v for k, v in self.best_state.items()})
+        if self.ema is not None:
+            tensors.update({f"ema.{i}": e.detach().clone() for i, e in enumerate(self.ema)})
         if isinstance(optimizer, torch.optim.Adam):
             for i, p in enumerate(self.model.parameters()):
                 st = optimizer.state.get(p, {})
@@ -308,6 +332,9 @@ class Trainer:
                                     if k.startswith("model.")})
         best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
         self.best_state = best or None
+        params = self._trainable()
+        if all(f"ema.{i}" in tensors for i in range(len(params))):
+            self.ema = [tensors[f"ema.{i}"].to(p.dtype) for i, p in enumerate(params)]
         self.step, self.best_loss = meta["step"], meta["best_loss"]
         self.since_best, self.history = meta["since_best"], meta["history"]
         if isinstance(optimizer, torch.optim.Adam):
@@ -320,19 +347,43 @@ class Trainer:
         return True
 
     # ------------------------------------------------------------------ main loop
+    def _trainable(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    @contextlib.contextmanager
+    def _averaged_parameters(self) -> Iterator[None]:
+        """Inside, the model holds the moving average of its parameters (``ema_decay``)."""
+        if self.ema is None:
+            yield
+            return
+        params = self._trainable()
+        raw = [p.detach().clone() for p in params]
+        with torch.no_grad():
+            for p, e in zip(params, self.ema):
+                p.copy_(e)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, r in zip(params, raw):
+                    p.copy_(r)
+
     def _validate(self, train_loss: float) -> dict[str, Any]:
         record: dict[str, Any] = {"step": self.step, "train_loss": train_loss}
-        if self.valid:
-            metrics = evaluate_model(self.model, self.valid, self.config.weights, self.stress)
-            record.update({f"val_{k}": v for k, v in metrics.items()})
-            current = metrics["loss"]
-        else:
-            current = train_loss
-        if current < self.best_loss:
-            self.best_loss, self.since_best = current, 0
-            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        else:
-            self.since_best += 1
+        with self._averaged_parameters():
+            if self.valid:
+                metrics = evaluate_model(self.model, self.valid, self.config.weights,
+                                         self.stress)
+                record.update({f"val_{k}": v for k, v in metrics.items()})
+                current = metrics["loss"]
+            else:
+                current = train_loss
+            if current < self.best_loss:
+                self.best_loss, self.since_best = current, 0
+                self.best_state = {k: v.detach().clone()
+                                   for k, v in self.model.state_dict().items()}
+            else:
+                self.since_best += 1
         record["time"] = time.time()
         self.history.append(record)
         return record
@@ -340,7 +391,7 @@ class Trainer:
     def fit(self, resume: bool = False) -> list[dict[str, Any]]:
         """Run the optimisation; returns the history (one record per validation)."""
         cfg = self.config
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        params = self._trainable()
 
         def lbfgs() -> torch.optim.Optimizer:
             # one quasi-Newton iteration per step (validation in between); torch hands the
@@ -363,6 +414,10 @@ class Trainer:
             derivatives = cfg.weights.forces > 0 or self.stress
             self.model.standardize([item.geometry(self.model, derivatives=derivatives)
                                     for item in self.train])
+        if cfg.ema_decay is None:
+            self.ema = None
+        elif self.ema is None:  # a fresh start, or resuming a run without an average
+            self.ema = [p.detach().clone() for p in params]
         generator = np.random.default_rng(cfg.seed + self.step)
         bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not cfg.progress,
                    desc=f"ETN {cfg.optimizer}", leave=False)
@@ -379,7 +434,13 @@ class Trainer:
                         loss = self._loss([self.train[k]])
                         loss = loss * self.n_train / self.train[k].n_structures
                         loss.backward()
+                        if cfg.clip_grad_norm is not None:
+                            torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
                         optimizer.step()
+                        if self.ema is not None:
+                            with torch.no_grad():
+                                for e, p in zip(self.ema, params):
+                                    e.lerp_(p, 1.0 - cfg.ema_decay)
                         losses.append(float(loss.detach()))
                     train_loss = float(np.mean(losses))
                 else:
@@ -409,9 +470,9 @@ class Trainer:
         finally:
             bar.close()
             self.model.to(self.model_dtype)  # also when training fails (train.dtype)
+        self.save_checkpoint(optimizer)  # the latest parameters: resume continues from them
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)  # casts to the model's dtype
-        self.save_checkpoint(optimizer)
         return self.history
 
 
