@@ -32,9 +32,11 @@ from safetensors.torch import save as safetensors_save
 from entangle._version import __version__
 from entangle.errors import ModelFileError
 
-__all__ = ["save", "load", "register_model", "atomic_write_bytes", "atomic_write_text", "model_paths", "read_header",
+__all__ = ["DTYPES", "save", "load", "register_model", "atomic_write_bytes", "atomic_write_text", "model_paths", "read_header",
            "FORMAT_VERSION"]
 
+# the dtype names model configs store in their JSON
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
 FORMAT = "entangle-model"
 FORMAT_VERSION = 1
 _REGISTRY: dict[str, type[torch.nn.Module]] = {}

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from entangle.errors import ConfigError, DataError, ShapeError
-from entangle.io import register_model
+from entangle.io import DTYPES, register_model
 from entangle.tn import MPO, tt_svd
 
 __all__ = ["independent_indices", "independent_entries", "pad_to_sites", "FactorizedDescriptors",
@@ -206,7 +206,6 @@ def factorize_descriptors(x: torch.Tensor, max_bond: int | None = None, cutoff: 
 
 
 # ------------------------------------------------------------------------------ MPO autoencoder
-_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
 @dataclass
@@ -242,7 +241,7 @@ class AutoencoderConfig:
                               f"({self.phys_dim})")
         if not (isinstance(self.init_noise, (int, float)) and self.init_noise >= 0 and math.isfinite(self.init_noise)):
             raise ConfigError(f"AutoencoderConfig.init_noise must be a finite number >= 0, got {self.init_noise!r}")
-        if self.dtype not in _DTYPES:
+        if self.dtype not in DTYPES:
             raise ConfigError(f"AutoencoderConfig.dtype must be 'float64' or 'float32', got {self.dtype!r}")
 
 
@@ -281,7 +280,7 @@ class MPOAutoencoder(nn.Module):
         if not isinstance(config, AutoencoderConfig):
             raise ConfigError(f"MPOAutoencoder needs an AutoencoderConfig, got {type(config).__name__}")
         self.config = config
-        dtype = _DTYPES[config.dtype]
+        dtype = DTYPES[config.dtype]
         gen = torch.Generator().manual_seed(config.seed)
         n, d, dl, chi, noise = config.n_sites, config.phys_dim, config.latent_dim, config.chi, config.init_noise
         self.encoder = nn.ParameterList([nn.Parameter(c.to(dtype))

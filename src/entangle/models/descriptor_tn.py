@@ -50,7 +50,7 @@ import torch
 from torch import nn
 
 from entangle.errors import ConfigError, DataError, ShapeError
-from entangle.io import register_model
+from entangle.io import DTYPES, register_model
 from entangle.tn import MPO, MPS, merge, split
 
 __all__ = [
@@ -62,7 +62,6 @@ __all__ = [
 
 #: Names of the indices of the power spectrum B(2) (eq. 14), in tensor order.
 DEFAULT_INDEX_NAMES = ("alpha1", "alpha2", "n1", "n2", "l")
-_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 _CONTRACTIONS = ("auto", "dense", "sweep")
 # "auto" forms the dense weight tensor when it has at most this many entries: one GEMV per batch
 # is then far cheaper than a site-by-site contraction (4 ms vs 130 ms fwd+bwd, batch 2400,
@@ -109,8 +108,8 @@ class DescriptorModelConfig:
         self.index_names = [str(s) for s in self.index_names]
         if len(self.index_names) != len(self.dims) or len(set(self.index_names)) != len(self.dims):
             raise ConfigError(f"{name}.index_names must be {len(self.dims)} distinct names, got {self.index_names}")
-        if self.dtype not in _DTYPES:
-            raise ConfigError(f"{name}.dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"{name}.dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         if not _is_int(self.seed):
             raise ConfigError(f"{name}.seed must be an integer, got {self.seed!r}")
 
@@ -313,7 +312,7 @@ class DescriptorModel(nn.Module):
         if not isinstance(config, self.config_class):
             raise ConfigError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}")
         self.config = config
-        dtype = _DTYPES[config.dtype]
+        dtype = DTYPES[config.dtype]
         self.register_buffer("input_mean", torch.zeros(config.dims, dtype=dtype))
         self.register_buffer("input_scale", torch.ones((), dtype=dtype))
         self.register_buffer("target_shift", torch.zeros((), dtype=dtype))
@@ -341,7 +340,7 @@ class DescriptorModel(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return _DTYPES[self.config.dtype]
+        return DTYPES[self.config.dtype]
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

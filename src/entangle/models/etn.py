@@ -74,14 +74,13 @@ from torch import nn
 from entangle.data.atoms import AtomsBatch, Structure
 from entangle.data.neighbours import Neighbours, neighbour_list, pair_vectors
 from entangle.errors import ConfigError, DataError
-from entangle.io import register_model
+from entangle.io import DTYPES, register_model
 from entangle.so3.equivariant import EquivariantTensor, Sectors, coupling, decay_channels
 from entangle.so3.harmonics import real_spherical_harmonics, solid_harmonics
 
 __all__ = ["ETNConfig", "ETNPotential", "ETNGeometry", "etn_channels", "harmonics_with_gradient",
            "chebyshev_radial", "ett_energy_and_gradient"]
 
-DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
 @dataclass

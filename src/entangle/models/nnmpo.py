@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from entangle.errors import ConfigError, DataError, ShapeError
-from entangle.io import register_model
+from entangle.io import DTYPES, register_model
 from entangle.tn.tensor_train import check_train_cores
 
 __all__ = ["ACTIVATIONS", "NNMPOConfig", "NNMPO", "activation_and_derivative"]
@@ -88,7 +88,6 @@ ACTIVATIONS = {
     "softplus": _softplus,
 }
 
-_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
 def activation_and_derivative(name: str, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,8 +142,8 @@ class NNMPOConfig:
             raise ConfigError(f"NNMPOConfig.n_basis must be >= 2, got {self.n_basis}")
         if self.max_bond < 1:
             raise ConfigError(f"NNMPOConfig.max_bond must be >= 1, got {self.max_bond}")
-        if self.dtype not in _DTYPES:
-            raise ConfigError(f"NNMPOConfig.dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"NNMPOConfig.dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         if not (self.w_init > 0 and math.isfinite(self.w_init)):
             raise ConfigError(f"NNMPOConfig.w_init must be a positive number, got {self.w_init}")
         names = self.activation.split("+")
@@ -201,7 +200,7 @@ class NNMPO(nn.Module):
         # a copy that records the actual bond dimensions, so that entangle.io can rebuild the shapes
         config = replace(config, bond_dims=bonds[1:-1])
         self.config = config
-        dtype = _DTYPES[config.dtype]
+        dtype = DTYPES[config.dtype]
         n, f, nb = config.n_coords, config.n_latent, config.n_basis
         gen = torch.Generator().manual_seed(config.seed)
         self.U = nn.Parameter(torch.eye(n, f, dtype=dtype))  # (n, f)

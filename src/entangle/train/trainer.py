@@ -46,7 +46,8 @@ from entangle import io
 from entangle.data.atoms import AtomsBatch, Dataset, Structure
 from entangle.data.neighbours import Neighbours, neighbour_list
 from entangle.errors import ConfigError, DataError
-from entangle.models.etn import DTYPES, ETNConfig, ETNGeometry, ETNPotential
+from entangle.io import DTYPES
+from entangle.models.etn import ETNConfig, ETNGeometry, ETNPotential
 from entangle.train.losses import ErrorAccumulator, LossWeights, potential_loss
 
 __all__ = ["TrainConfig", "Trainer", "PreparedBatch", "prepare_batches", "predict_batch",
