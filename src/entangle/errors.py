@@ -6,7 +6,8 @@ Every error a user can trigger with bad input is an :class:`EntangleError`, whic
 
 from __future__ import annotations
 
-__all__ = ["EntangleError", "DataError", "ShapeError", "ModelFileError", "ConfigError"]
+__all__ = ["EntangleError", "DataError", "ShapeError", "ModelFileError", "ConfigError",
+           "check_keys"]
 
 
 class EntangleError(ValueError):
@@ -37,3 +38,13 @@ class ModelFileError(EntangleError):
 
 class ConfigError(EntangleError):
     """An invalid configuration value (unknown name, out-of-range hyperparameter)."""
+
+
+def check_keys(section: object, allowed: set[str], where: str) -> None:
+    """Raise :class:`ConfigError` unless ``section`` is a mapping with keys from ``allowed``
+    (config typos are caught before any data is loaded)."""
+    if not isinstance(section, dict):
+        raise ConfigError(f"{where} must be a mapping, got {type(section).__name__}")
+    unknown = set(section) - allowed
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}; allowed {sorted(allowed)}")

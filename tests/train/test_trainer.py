@@ -186,6 +186,17 @@ def test_gradient_clipping_bounds_every_adam_step(small):
         TrainConfig(optimizer="adam", clip_grad_norm=0.0)
 
 
+@pytest.mark.parametrize("section,key", [("train", "ema_decy"), ("model", "n_radd"),
+                                         ("data", "valid_frac"), (None, "trian")])
+def test_fit_etn_names_a_misspelt_config_key_before_loading_data(tmp_path, section, key):
+    config = {"task": "etn", "data": {"train": str(tmp_path / "missing.extxyz")},
+              "model": {"n_rad": 4}, "train": {"optimizer": "adam"}}
+    (config if section is None else config[section])[key] = 1
+    where = "config" if section is None else f"config.{section}"
+    with pytest.raises(ConfigError, match=rf"{where}: unknown keys \['{key}'\]"):
+        fit_etn(config, tmp_path / "out")
+
+
 def test_two_site_als_lowers_training_loss(small):
     train, _ = small
     model = make_model(train, ett_rank=2)

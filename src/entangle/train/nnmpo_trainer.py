@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from entangle import io
 from entangle.data import data_root
-from entangle.errors import ConfigError, DataError, ModelFileError, ShapeError
+from entangle.errors import ConfigError, DataError, ModelFileError, ShapeError, check_keys
 from entangle.models.nnmpo import NNMPO, NNMPOConfig
 from entangle.tn.decompose import qr_positive
 from entangle.tn.sweep import merge, split
@@ -691,14 +691,6 @@ def select_restart(make_model, train: TrainData, valid: TrainData, y_scale: floa
     return best["seed"], records
 
 
-def _check_keys(section: dict, allowed: set[str], where: str) -> None:
-    if not isinstance(section, dict):
-        raise ConfigError(f"{where} must be a mapping, got {type(section).__name__}")
-    unknown = set(section) - allowed
-    if unknown:
-        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}; allowed {sorted(allowed)}")
-
-
 def resolve_data_dir(data: str | Path, config_dir: str | Path | None = None) -> Path:
     """Directory of the H2CO arrays named by a config's ``data`` entry.
 
@@ -741,10 +733,10 @@ def fit_h2co(config: dict, out_dir: str | Path) -> dict:
     ``wall_s`` and ``time_to_target_s`` (training seconds until the validation MAE first reached
     ``train.target_mae_cm1``, restart selection included).
     """
-    _check_keys(config, _TOP_KEYS, "config")
+    check_keys(config, _TOP_KEYS, "config")
     mcfg, tcfg = config.get("model", {}), config.get("train", {})
-    _check_keys(mcfg, _MODEL_KEYS, "config.model")
-    _check_keys(tcfg, _TRAIN_KEYS, "config.train")
+    check_keys(mcfg, _MODEL_KEYS, "config.model")
+    check_keys(tcfg, _TRAIN_KEYS, "config.train")
     if "data" not in config:
         raise ConfigError("config.data (directory of the H2CO arrays) is required")
     seed = int(config.get("seed", 0))

@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 from entangle import io
 from entangle.data.atoms import AtomsBatch, Dataset, Structure
 from entangle.data.neighbours import Neighbours, neighbour_list
-from entangle.errors import ConfigError, DataError
+from entangle.errors import ConfigError, DataError, check_keys
 from entangle.io import DTYPES
 from entangle.models.etn import ETNConfig, ETNGeometry, ETNPotential
 from entangle.train.losses import ErrorAccumulator, LossWeights, potential_loss
@@ -542,12 +542,17 @@ def fit_etn(config: dict[str, Any], out_dir: str | Path, *, progress: bool = Tru
     Returns the metrics dict that is also written to ``out_dir/metrics.json``
     (``valid``/``test`` error dicts, parameter count, history length, wall time).
     """
-    unknown = set(config) - {"data", "model", "reference", "train", "seed", "task", "config_dir"}
-    if unknown:
-        raise ConfigError(f"unknown top-level config keys: {sorted(unknown)}")
+    check_keys(config, {"data", "model", "reference", "train", "seed", "task", "config_dir"},
+               "config")
     if config.get("task", "etn") != "etn":
         raise ConfigError(f"fit_etn needs task: etn, got {config['task']!r}")
     data_cfg = dict(config.get("data", {}))
+    check_keys(data_cfg, {"train", "test", "valid_fraction", "valid_size", "stratify", "seed"},
+               "config.data")
+    check_keys(config.get("model", {}), {f.name for f in dataclasses.fields(ETNConfig)}
+               - {"species", "reference_energies", "train_reference"}, "config.model")
+    check_keys(config.get("train", {}), {f.name for f in dataclasses.fields(TrainConfig)}
+               | {"resume"}, "config.train")
     if "train" not in data_cfg:
         raise ConfigError("config needs data.train")
     out_dir = Path(out_dir)
