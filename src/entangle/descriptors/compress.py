@@ -206,8 +206,6 @@ def factorize_descriptors(x: torch.Tensor, max_bond: int | None = None, cutoff: 
 
 
 # ------------------------------------------------------------------------------ MPO autoencoder
-
-
 @dataclass
 class AutoencoderConfig:
     """:class:`MPOAutoencoder`.

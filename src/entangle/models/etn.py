@@ -82,7 +82,6 @@ __all__ = ["ETNConfig", "ETNPotential", "ETNGeometry", "etn_channels", "harmonic
            "chebyshev_radial", "ett_energy_and_gradient"]
 
 
-
 @dataclass
 class ETNConfig:
     """Hyperparameters of an ETN potential (fully rebuild the model).

@@ -89,7 +89,6 @@ ACTIVATIONS = {
 }
 
 
-
 def activation_and_derivative(name: str, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Value and derivative of one activation family at ``t`` (any shape)."""
     if name not in ACTIVATIONS:

@@ -46,7 +46,6 @@ from entangle import io
 from entangle.data.atoms import AtomsBatch, Dataset, Structure
 from entangle.data.neighbours import Neighbours, neighbour_list
 from entangle.errors import ConfigError, DataError, check_keys
-from entangle.io import DTYPES
 from entangle.models.etn import ETNConfig, ETNGeometry, ETNPotential
 from entangle.train.losses import ErrorAccumulator, LossWeights, potential_loss
 
@@ -129,8 +128,8 @@ class TrainConfig:
                                          or self.clip_grad_norm is not None):
             raise ConfigError("ema_decay and clip_grad_norm act on Adam's mini-batch steps; "
                               f"optimizer is {self.optimizer!r}")
-        if self.dtype not in (None, *DTYPES):
-            raise ConfigError(f"dtype must be one of {sorted(DTYPES)} or null, "
+        if self.dtype not in (None, *io.DTYPES):
+            raise ConfigError(f"dtype must be one of {sorted(io.DTYPES)} or null, "
                               f"got {self.dtype!r}")
 
 
@@ -235,7 +234,7 @@ class Trainer:
         self.model, self.config = model.to(config.device), config
         self.model_dtype = model.dtype
         if config.dtype is not None:
-            model.to(DTYPES[config.dtype])
+            model.to(io.DTYPES[config.dtype])
         dtype = model.dtype
         cutoff = model.config.r_cut
         if not len(train):
