@@ -124,6 +124,11 @@ class _GradientBase(_Base):
                 best, best_state = current, copy.deepcopy(model.state_dict())
         _load_resized(model, best_state)
 
+    def _site_config(self, dims: list[int]) -> dict:
+        """The config fields every site-ordered model shares (``MPSConfig`` and its subclasses)."""
+        return dict(dims=dims, chi=self.chi, site_order=None if self.site_order is None else list(self.site_order),
+                    center_inputs=self.center_inputs, dtype=self.dtype, seed=self.seed)
+
     def _n_sweeps(self) -> int:
         return 0
 
@@ -166,9 +171,7 @@ class MPSEstimator(_GradientBase):
         return self.als_sweeps
 
     def _model(self, dims):
-        return MPSRegressor(MPSConfig(dims=dims, chi=self.chi, site_order=None if self.site_order is None
-                                      else list(self.site_order), center_inputs=self.center_inputs,
-                                      dtype=self.dtype, seed=self.seed))
+        return MPSRegressor(MPSConfig(**self._site_config(dims)))
 
     def _sweep(self, model, x, y):
         return model.als_sweep(x, y, n_sweeps=1, ridge=self.ridge,
@@ -196,9 +199,7 @@ class MPOEstimator(_GradientBase):
         return self.sweeps
 
     def _model(self, dims):
-        return MPORegressor(MPOConfig(dims=dims, chi=self.chi, site_order=None if self.site_order is None
-                                      else list(self.site_order), center_inputs=self.center_inputs,
-                                      dtype=self.dtype, seed=self.seed, linear_chi=self.linear_chi))
+        return MPORegressor(MPOConfig(**self._site_config(dims), linear_chi=self.linear_chi))
 
     def _sweep(self, model, x, y):
         return model.gradient_sweep(x, y, n_sweeps=1, steps=self.sweep_steps,
@@ -215,9 +216,7 @@ class _TreeEstimator(_GradientBase):
         self.center_inputs, self.dtype, self.seed = center_inputs, dtype, seed
 
     def _model(self, dims):
-        return self.model_class(TreeConfig(dims=dims, chi=self.chi, site_order=None if self.site_order is None
-                                           else list(self.site_order), center_inputs=self.center_inputs,
-                                           dtype=self.dtype, seed=self.seed))
+        return self.model_class(TreeConfig(**self._site_config(dims)))
 
 
 class TTNEstimator(_TreeEstimator):

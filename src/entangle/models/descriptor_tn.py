@@ -474,8 +474,21 @@ class DenseTensorRegressor(DescriptorModel):
 
 
 # ----------------------------------------------------------------------------------------- MPS
+class _TensorTrain(DescriptorModel):
+    """Shared by the chain models: cores ``self.cores`` in ``config.site_order``, bond last."""
+
+    @property
+    def site_order(self) -> list[int]:
+        return list(self.config.site_order)
+
+    @property
+    def bond_dims(self) -> list[int]:
+        """Current bond dimensions (sweeps may change them)."""
+        return [int(c.shape[-1]) for c in self.cores[:-1]]
+
+
 @register_model
-class MPSRegressor(DescriptorModel):
+class MPSRegressor(_TensorTrain):
     """``y = <psi(w)|B> + b`` with ``psi`` a matrix product state over the descriptor indices
     (eqs. 16–17): cores ``(chi_{k-1}, d_k, chi_k)`` in ``site_order``, ``chi_0 = chi_N = 1``.
 
@@ -491,15 +504,6 @@ class MPSRegressor(DescriptorModel):
         psi = MPS.random(site_dims, _capped_bonds(site_dims, config.chi), generator=gen, dtype=torch.float64)
         self.cores = nn.ParameterList([nn.Parameter(c.to(self.dtype)) for c in psi.cores])
         self.bias = nn.Parameter(torch.zeros((), dtype=self.dtype))
-
-    @property
-    def site_order(self) -> list[int]:
-        return list(self.config.site_order)
-
-    @property
-    def bond_dims(self) -> list[int]:
-        """Current bond dimensions (sweeps may change them)."""
-        return [int(c.shape[-1]) for c in self.cores[:-1]]
 
     def to_mps(self) -> MPS:
         """The learned state as an :class:`entangle.tn.MPS` in site order (shares storage, no grad)."""
@@ -656,7 +660,7 @@ def _ridge_solve(phi: torch.Tensor, counts: torch.Tensor, y: torch.Tensor, ridge
 
 # ----------------------------------------------------------------------------------------- MPO
 @register_model
-class MPORegressor(DescriptorModel):
+class MPORegressor(_TensorTrain):
     """``y = <B|T|B> + b`` with ``T`` a matrix product operator on the descriptor indices
     (eq. 18, Fig. 7b): cores ``(chi_{k-1}, d_k, d_k, chi_k)`` (out, in) in ``site_order``.
 
@@ -678,14 +682,6 @@ class MPORegressor(DescriptorModel):
             psi = MPS.random(site_dims, _capped_bonds(site_dims, config.linear_chi), generator=gen,
                              dtype=torch.float64) * 1e-3
             self.linear_cores = nn.ParameterList([nn.Parameter(c.to(self.dtype)) for c in psi.cores])
-
-    @property
-    def site_order(self) -> list[int]:
-        return list(self.config.site_order)
-
-    @property
-    def bond_dims(self) -> list[int]:
-        return [int(c.shape[-1]) for c in self.cores[:-1]]
 
     def to_mpo(self) -> MPO:
         """The learned operator as an :class:`entangle.tn.MPO` in site order (no grad)."""
