@@ -14,8 +14,8 @@ from entangle.models.etn import ETNConfig, ETNPotential
 from entangle.train.als import ALSConfig, als_sweeps
 from entangle.train.losses import LossWeights, potential_loss
 from entangle.train.trainer import (
-    TrainConfig, Trainer, evaluate_etn, evaluate_model, fit_etn, fit_reference_energies,
-    prepare_batches,
+    TrainConfig, Trainer, evaluate_etn, evaluate_model, evaluate_structures, fit_etn,
+    fit_reference_energies, prepare_batches,
 )
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "emt_cuau.extxyz"
@@ -225,6 +225,32 @@ def test_fit_and_evaluate_entry_points(small, tmp_path):
     assert set(result) >= {"energy_mae_mev_per_atom", "energy_rmse_mev_per_atom",
                            "force_mae_ev_per_a", "force_rmse_ev_per_a", "stress_rmse_gpa"}
     assert result["stress_rmse_gpa"] is not None
+
+
+def test_errors_by_config_type_add_up_to_the_whole(small):
+    train, _ = small
+    every = read_extxyz(DATA).filter(predicate=lambda s: s.n_atoms <= 32
+                                     and set(s.numbers) <= {29, 79})
+    kinds = sorted({s.config_type for s in every})
+    assert len(kinds) >= 2
+    data = [s for kind in kinds for s in every.filter(kind)[:3]]
+    model = make_model(train)
+    weights = LossWeights(forces=0.1)
+    result = evaluate_structures(model, data, weights, batch_size=4)
+    whole = evaluate_model(model, prepare_batches(data, 4.0, 4), weights)
+    for key, value in whole.items():
+        assert result[key] == pytest.approx(value, rel=1e-10), key
+    assert sorted(result["by_config_type"]) == kinds
+    for kind, part in result["by_config_type"].items():
+        members = [s for s in data if s.config_type == kind]
+        assert part["n_structures"] == len(members)
+        alone = evaluate_model(model, prepare_batches(members, 4.0, 4), weights)
+        assert part["energy_mae_mev_per_atom"] == pytest.approx(
+            alone["energy_mae_mev_per_atom"], rel=1e-10)
+        assert part["force_rmse_ev_per_a"] == pytest.approx(alone["force_rmse_ev_per_a"],
+                                                            rel=1e-10)
+    one_kind = [s for s in data if s.config_type == kinds[0]]
+    assert "by_config_type" not in evaluate_structures(model, one_kind, weights)
 
 
 def test_hyperparameter_growth_follows_eq49(small, tmp_path):

@@ -100,6 +100,13 @@ class ErrorAccumulator:
                 self.sums["s_sq"] += float((ds**2).sum())
                 self.counts["s"] += int(ds.numel())
 
+    def merge(self, other: ErrorAccumulator) -> None:
+        """Add the errors accumulated by ``other`` (another group of structures)."""
+        for key in self.sums:
+            self.sums[key] += other.sums[key]
+        for key in self.counts:
+            self.counts[key] += other.counts[key]
+
     def result(self) -> dict[str, float | None]:
         def ratio(key: str, count: str, scale: float = 1.0, root: bool = False) -> float | None:
             n = self.counts[count]

@@ -51,7 +51,7 @@ from entangle.train.losses import ErrorAccumulator, LossWeights, potential_loss
 
 __all__ = ["TrainConfig", "Trainer", "PreparedBatch", "prepare_batches", "predict_batch",
            "fit_reference_energies", "fit_etn", "stratified_split", "evaluate_etn",
-           "evaluate_model", "mean_neighbours"]
+           "evaluate_model", "evaluate_structures", "mean_neighbours"]
 
 
 _MAX_LINE_SEARCH = 25  # function evaluations per L-BFGS line search
@@ -202,10 +202,9 @@ def mean_neighbours(data: Sequence[Structure], cutoff: float, limit: int = 50) -
 
 
 @torch.no_grad()
-def evaluate_model(model: ETNPotential, batches: Sequence[PreparedBatch], weights: LossWeights,
-                   stress: bool | None = None) -> dict[str, Any]:
-    """Loss (per structure) and error metrics of ``model`` on prepared batches."""
-    acc = ErrorAccumulator()
+def _accumulate(model: ETNPotential, batches: Sequence[PreparedBatch], weights: LossWeights,
+                acc: ErrorAccumulator, stress: bool | None = None) -> tuple[float, int]:
+    """Add the errors of ``model`` on ``batches`` to ``acc``; returns (summed loss, structures)."""
     total, n = 0.0, 0
     for item in batches:
         want_stress = bool(item.batch.stress_mask.any()) if stress is None else stress
@@ -214,7 +213,38 @@ def evaluate_model(model: ETNPotential, batches: Sequence[PreparedBatch], weight
         total += float(loss)
         n += item.n_structures
         acc.add(pred, item.batch)
+    return total, n
+
+
+def evaluate_model(model: ETNPotential, batches: Sequence[PreparedBatch], weights: LossWeights,
+                   stress: bool | None = None) -> dict[str, Any]:
+    """Loss (per structure) and error metrics of ``model`` on prepared batches."""
+    acc = ErrorAccumulator()
+    total, n = _accumulate(model, batches, weights, acc, stress)
     return {"loss": total / max(n, 1), **acc.result()}
+
+
+def evaluate_structures(model: ETNPotential, data: Sequence[Structure], weights: LossWeights,
+                        batch_size: int = 32) -> dict[str, Any]:
+    """:func:`evaluate_model` on structures, plus ``by_config_type`` when they carry more than
+    one ``config_type`` (structures without one are grouped as ``"unlabelled"``): the same
+    metrics and ``n_structures`` per group, as MLIP users compare AIMD, surfaces, vacancies
+    and strained cells separately (a few surface cells can dominate a test MAE)."""
+    groups: dict[str, list[Structure]] = {}
+    for s in data:
+        groups.setdefault(s.config_type or "unlabelled", []).append(s)
+    r_cut, dtype = model.config.r_cut, model.dtype
+    if len(groups) < 2:
+        return evaluate_model(model, prepare_batches(data, r_cut, batch_size, dtype), weights)
+    overall, total, n, by_type = ErrorAccumulator(), 0.0, 0, {}
+    for kind in sorted(groups):
+        acc = ErrorAccumulator()
+        loss, count = _accumulate(
+            model, prepare_batches(groups[kind], r_cut, batch_size, dtype), weights, acc)
+        total, n = total + loss, n + count
+        overall.merge(acc)
+        by_type[kind] = {"n_structures": count, **acc.result()}
+    return {"loss": total / max(n, 1), **overall.result(), "by_config_type": by_type}
 
 
 class Trainer:
@@ -605,12 +635,10 @@ def fit_etn(config: dict[str, Any], out_dir: str | Path, *, progress: bool = Tru
         "steps": trainer.step, "best_valid_loss": trainer.best_loss,
         "history_last": history[-1] if history else None,
     }
-    weights = train_cfg.weights
-    dtype = model.dtype
     if len(valid):
-        metrics["valid"] = evaluate_model(model, prepare_batches(valid, r_cut, 32, dtype), weights)
+        metrics["valid"] = evaluate_structures(model, valid, train_cfg.weights)
     if test is not None:
-        metrics["test"] = evaluate_model(model, prepare_batches(test, r_cut, 32, dtype), weights)
+        metrics["test"] = evaluate_structures(model, test, train_cfg.weights)
     metrics["wall_time_s"] = time.time() - start
     io.save(model, out_dir / "model", metadata={"metrics": metrics})
     io.atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
@@ -621,16 +649,16 @@ def evaluate_etn(model_dir: str | Path, data: Any) -> dict[str, Any]:
     """Errors of a saved ETN on ``data`` (a Dataset, list of Structures or a load spec).
 
     Returns energy_mae_mev_per_atom, energy_rmse_mev_per_atom, force_mae_ev_per_a,
-    force_rmse_ev_per_a, stress_rmse_gpa (None where the data have no such labels) and
-    n_structures.
+    force_rmse_ev_per_a, stress_rmse_gpa (None where the data have no such labels),
+    n_structures and, for data with several ``config_type`` labels, the same per type under
+    ``by_config_type`` (:func:`evaluate_structures`).
     """
     model = io.load(model_dir)
     if not isinstance(model, ETNPotential):
         raise ConfigError(f"{model_dir} does not hold an ETN potential")
     items = _load_data(data) if not isinstance(data, (list, tuple)) or \
         (data and not isinstance(data[0], Structure)) else Dataset(data)
-    batches = prepare_batches(items, model.config.r_cut, 32, model.dtype)
-    metrics = evaluate_model(model, batches, LossWeights())
+    metrics = evaluate_structures(model, items, LossWeights())
     metrics.pop("loss")
     metrics["n_structures"] = len(items)
     return metrics
