@@ -393,8 +393,8 @@ class ETNGeometry:
     descriptors : one matrix per ``l``, ``(N (2l+1), N_spec² N_rad(l))``: the features
         ``F[i, m, t, μ] = Σ_{j: t_ij = t} Y_lm(r̂_ij) Q_μ(r_ij)`` of eq. (38) (the species
         one-hot vectors ``z^i, z^j`` folded into ``t``).
-    jacobian : (3, P, K) ``∂(Y_lm Q_μ)/∂r_ij`` in Å⁻¹ (one contiguous plane per Cartesian
-        direction), ``K = Σ_l (2l+1) N_rad(l)`` in ``(l, m, μ)`` order, or None.
+    jacobian : (P, K, 3) ``∂(Y_lm Q_μ)/∂r_ij`` in Å⁻¹, ``K = Σ_l (2l+1) N_rad(l)`` in
+        ``(l, m, μ)`` order, or None.
     Y, QdQ, unit, inv_r : for forces without a stored Jacobian (else None): harmonics
         ``(P, (l_max+1)²)``; ``Q_μ`` and ``dQ_μ/dr`` (Å⁻¹) stacked, ``(P, 2, N_rad)``;
         ``r̂`` ``(P, 3)``; ``1/r`` ``(P,)`` in Å⁻¹.
@@ -671,7 +671,7 @@ class ETNPotential(nn.Module):
         batch, neighbours : the structures and a neighbour list with cutoff ``>= r_cut``
             (pairs beyond ``r_cut`` are dropped).
         derivatives : keep what forces and stress need.
-        jacobian : with ``derivatives``, store the ``(3, P, K)`` pair Jacobian (more memory;
+        jacobian : with ``derivatives``, store the ``(P, K, 3)`` pair Jacobian (more memory;
             every evaluation is then a few matrix products: the fast path for training).
         """
         c = self.config
@@ -714,7 +714,8 @@ class ETNPotential(nn.Module):
             species=species, atom_structure=batch.batch, n_structures=batch.n_structures,
             centers=centers, neighbors=nbrs, rows=rows, pair_structure=structure,
             vectors=vectors, descriptors=descriptors,
-            jacobian=torch.cat(jac, dim=2) if with_jacobian else None,
+            jacobian=torch.cat(jac, dim=2).permute(1, 2, 0).contiguous() if with_jacobian
+            else None,  # [P, K, 3]
             Y=y if on_the_fly else None,
             QdQ=torch.stack([q, dq], dim=1) if on_the_fly else None,  # [P, 2, N_rad]
             unit=unit if on_the_fly else None,
@@ -864,10 +865,9 @@ class ETNPotential(nn.Module):
         ``∂E/∂r = (Σ_{lm} h_y ∇S_lm(r̂) - (Σ_{lm} l h_y Y_lm) r̂) / r + (Σ_{lm} d_y Y_lm) r̂``,
         where ``∇S_lm(r̂)`` is a fixed linear map of the ``Y_{l-1}``.
         """
-        if geom.jacobian is not None:  # three row-wise products: cheaper to differentiate
+        if geom.jacobian is not None:  # one (1 x K)(K x 3) product per pair
             gp = self._descriptor_gradient(grad, tables).index_select(0, geom.rows)  # [P, K]
-            return torch.stack([(plane * gp).sum(dim=1) for plane in geom.jacobian],
-                               dim=1)  # [P, 3]
+            return torch.bmm(gp[:, None, :], geom.jacobian).squeeze(1)  # [P, 3]
         hd = []
         for (l, n_rad, _, _, _), g_l in zip(self._blocks,
                                              self._descriptor_gradient_blocks(grad, tables)):
