@@ -97,3 +97,19 @@ def test_interrupted_write_leaves_no_partial_file(tmp_path, monkeypatch):
         io.atomic_write_bytes(target, b"new contents")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
+
+
+def test_atomic_writes_get_the_permissions_open_would_give(tmp_path):
+    import os
+    import stat
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    new = tmp_path / "new.json"
+    io.atomic_write_text(new, "{}")
+    plain = tmp_path / "plain.json"
+    plain.write_text("{}")
+    assert stat.S_IMODE(new.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode) == 0o666 & ~mask
+    os.chmod(new, 0o640)
+    io.atomic_write_text(new, "[]")  # a replaced file keeps its mode
+    assert stat.S_IMODE(new.stat().st_mode) == 0o640 and new.read_text() == "[]"
