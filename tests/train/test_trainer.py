@@ -219,6 +219,8 @@ def test_fit_and_evaluate_entry_points(small, tmp_path):
               "train": {"optimizer": "lbfgs", "max_steps": 3, "weights": {"forces": 0.1}}}
     metrics = fit_etn(config, tmp_path, progress=False)
     assert (tmp_path / "model.safetensors").exists() and (tmp_path / "metrics.json").exists()
+    for figure in ("parity.png", "learning_curve.png"):
+        assert (tmp_path / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     result = evaluate_etn(tmp_path, valid)
     assert result["energy_mae_mev_per_atom"] == pytest.approx(
         metrics["test"]["energy_mae_mev_per_atom"], rel=1e-10)

@@ -1,10 +1,12 @@
-"""PNG figures of the entanglement analysis (matplotlib, Agg backend; no display needed).
+"""PNG figures: entanglement analysis, parity plots and learning curves (matplotlib, Agg
+backend; no display needed).
 
-Every function writes one PNG to ``path`` and returns that path.
+Every function writes one PNG to ``path`` atomically and returns that path.
 """
 
 from __future__ import annotations
 
+import io as _io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -14,21 +16,63 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (backend first)
 import numpy as np  # noqa: E402
 
+from entangle import io  # noqa: E402
 from entangle.analysis.entanglement import (  # noqa: E402
     marchenko_pastur_edges, marchenko_pastur_pdf, min_ratio, poisson_ratio_pdf, wigner_dyson_ratio_pdf,
 )
 
 __all__ = ["plot_entropy_vs_bond", "plot_bond_entropies", "plot_ratio_distribution", "plot_spectrum",
-           "plot_capacity", "plot_latent"]
+           "plot_capacity", "plot_latent", "plot_parity", "plot_learning_curve"]
 
 
 def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    buffer = _io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
     plt.close(fig)
+    io.atomic_write_bytes(path, buffer.getvalue())
     return path
+
+
+def plot_parity(panels: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]],
+                path: str | Path, title: str = "") -> Path:
+    """Predicted against reference values, one panel per quantity and one colour per series.
+
+    ``panels`` maps a panel's axis label (quantity and units, e.g. ``"energy (meV/atom)"``) to
+    ``{series label: (reference, predicted)}`` arrays of equal length.
+    """
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 5), squeeze=False)
+    for ax, (quantity, series) in zip(axes[0], panels.items()):
+        low, high = np.inf, -np.inf
+        for label, (reference, prediction) in series.items():
+            ax.scatter(reference, prediction, s=6, alpha=0.6, label=label)
+            low = min(low, float(np.min(reference)), float(np.min(prediction)))
+            high = max(high, float(np.max(reference)), float(np.max(prediction)))
+        ax.plot([low, high], [low, high], "k--", lw=0.8)
+        ax.set_xlabel(f"reference {quantity}")
+        ax.set_ylabel(f"predicted {quantity}")
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
+
+
+def plot_learning_curve(history: Sequence[Mapping[str, float | None]], path: str | Path,
+                        keys: Sequence[str] = ("train_loss", "val_loss"), title: str = "") -> Path:
+    """Loss (log scale) against the optimisation step for each of ``keys`` in the records
+    of ``history`` (records without a key are skipped)."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for key in keys:
+        points = [(r["step"], r[key]) for r in history if r.get(key) is not None]
+        if points:
+            ax.plot(*zip(*points), label=key)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
 
 
 def plot_entropy_vs_bond(bond_dims: Sequence[int], entropies: Mapping[str, Sequence[float]], path: str | Path,

@@ -96,6 +96,7 @@ import torch
 from tqdm.auto import tqdm
 
 from entangle import io
+from entangle.analysis.plots import plot_parity
 from entangle.data import Dataset, Structure, load
 from entangle.descriptors import SOAP, SOAPConfig, structure_average
 from entangle.errors import ConfigError, DataError, ModelFileError
@@ -108,8 +109,7 @@ from entangle.models.descriptor_tn import (
 __all__ = ["TARGETS", "MODEL_KINDS", "DEFAULT_CONFIG", "target_values", "soap_config", "descriptor_dims",
            "compute_descriptors", "Standardization", "build_model", "train_model", "n_parameters",
            "regression_metrics", "csv_scale_metrics", "fit_descriptor_model", "evaluate_descriptor_model",
-           "predict_descriptor_model",
-           "parity_plot"]
+           "predict_descriptor_model"]
 
 #: Cation species of the (Al_x Ga_y In_z)2O3 alloys.
 _CATIONS = (13, 31, 49)
@@ -555,31 +555,6 @@ def _unit_suffix(target: str) -> str:
     return units.replace("/", "_per_").replace(" ", "_").lower()
 
 
-def parity_plot(path: str | PathLike, series: dict[str, tuple[np.ndarray, np.ndarray]], units: str,
-                title: str) -> None:
-    """Predicted vs reference scatter, one colour per split; written atomically as PNG."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 5), dpi=120)
-    low, high = math.inf, -math.inf
-    for label, (reference, prediction) in series.items():
-        ax.scatter(reference, prediction, s=6, alpha=0.6, label=label)
-        low = min(low, float(np.min(reference)), float(np.min(prediction)))
-        high = max(high, float(np.max(reference)), float(np.max(prediction)))
-    ax.plot([low, high], [low, high], "k--", lw=0.8)
-    ax.set_xlabel(f"reference ({units})")
-    ax.set_ylabel(f"predicted ({units})")
-    ax.set_title(title, fontsize=9)
-    ax.legend()
-    fig.tight_layout()
-    buffer = _io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    io.atomic_write_bytes(path, buffer.getvalue())
-
-
 # ------------------------------------------------------------------------------------------ fit
 def fit_descriptor_model(config: dict[str, Any], out_dir: str | PathLike, *, progress: bool = False
                          ) -> dict[str, Any]:
@@ -670,7 +645,7 @@ def fit_descriptor_model(config: dict[str, Any], out_dir: str | PathLike, *, pro
     key = "test" if test else "validation"
     title = (f"{kind}, {metrics['n_parameters']} weights: {key} MAE "
              f"{metrics[f'{key}_mae_{suffix}']:.1f}, RMSE {metrics[f'{key}_rmse_{suffix}']:.1f} {units}")
-    parity_plot(out / "parity.png", shown, units, title)
+    plot_parity({f"({units})": shown}, out / "parity.png", title)
     return metrics
 
 

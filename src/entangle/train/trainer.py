@@ -569,7 +569,8 @@ def fit_etn(config: dict[str, Any], out_dir: str | Path, *, progress: bool = Tru
     ``SPEC`` is anything :func:`entangle.data.load` accepts (or a list of them). ``task``
     (``etn``) and ``config_dir`` (added by the CLI) are accepted and otherwise ignored.
     Returns the metrics dict that is also written to ``out_dir/metrics.json``
-    (``valid``/``test`` error dicts, parameter count, history length, wall time).
+    (``valid``/``test`` error dicts, parameter count, history length, wall time); also writes
+    ``parity.png`` (validation and test energies and forces) and ``learning_curve.png``.
     """
     check_keys(config, {"data", "model", "reference", "train", "seed", "task", "config_dir"},
                "config")
@@ -642,7 +643,41 @@ def fit_etn(config: dict[str, Any], out_dir: str | Path, *, progress: bool = Tru
     metrics["wall_time_s"] = time.time() - start
     io.save(model, out_dir / "model", metadata={"metrics": metrics})
     io.atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
+    _write_figures(model, {"valid": valid, "test": test or []}, trainer.history, out_dir)
     return metrics
+
+
+@torch.no_grad()
+def _reference_and_predicted(model: ETNPotential, data: Sequence[Structure]
+                             ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """(reference, predicted) energies per atom (eV/atom) and force components (eV/Å)."""
+    energies, forces = ([], []), ([], [])
+    for item in prepare_batches(data, model.config.r_cut, 32, model.dtype):
+        pred, batch = predict_batch(model, item, forces=True), item.batch
+        n_atoms = batch.n_atoms.to(pred["energy"].dtype)
+        for out, value in zip(energies, (batch.energy, pred["energy"])):
+            out.append((value / n_atoms)[batch.energy_mask].double().numpy())
+        atoms = batch.forces_mask[batch.batch]
+        for out, value in zip(forces, (batch.forces, pred["forces"])):
+            out.append(value[atoms].reshape(-1).double().numpy())
+    return ((np.concatenate(energies[0]), np.concatenate(energies[1])),
+            (np.concatenate(forces[0]), np.concatenate(forces[1])))
+
+
+def _write_figures(model: ETNPotential, splits: dict[str, Sequence[Structure]],
+                   history: Sequence[dict[str, Any]], out_dir: Path) -> None:
+    """``parity.png`` (energies and forces of the non-empty splits) and ``learning_curve.png``."""
+    from entangle.analysis.plots import plot_learning_curve, plot_parity
+
+    title = f"ETN, {model.n_parameters()} parameters"
+    series = {name: _reference_and_predicted(model, part) for name, part in splits.items()
+              if len(part)}
+    if series:
+        plot_parity({"energy (eV/atom)": {k: v[0] for k, v in series.items()},
+                     "force components (eV/Å)": {k: v[1] for k, v in series.items()}},
+                    out_dir / "parity.png", title)
+    if history:
+        plot_learning_curve(history, out_dir / "learning_curve.png", title=title)
 
 
 def evaluate_etn(model_dir: str | Path, data: Any) -> dict[str, Any]:
