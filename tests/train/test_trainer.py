@@ -229,6 +229,29 @@ def test_fit_and_evaluate_entry_points(small, tmp_path):
     assert result["stress_rmse_gpa"] is not None
 
 
+def test_adam_then_lbfgs_polish_continues_the_run_and_resumes(small, tmp_path):
+    train, valid = small
+    config = {"data": {"train": train, "valid_fraction": 0.25},
+              "model": {"n_rad": 4, "d": 2, "L": 2, "spec_rank": 1, "rad_rank": 2,
+                        "ett_rank": 1, "r_cut": 4.0, "r_min": 1.5},
+              "train": {"optimizer": "adam", "lr": 0.01, "max_steps": 3, "polish_steps": 4,
+                        "dtype": "float32", "ema_decay": 0.9, "weights": {"forces": 0.1}}}
+    metrics = fit_etn(config, tmp_path, progress=False)
+    history = json.loads((tmp_path / "polish" / "checkpoint.json").read_text())["history"]
+    assert [r["step"] for r in history] == list(range(1, metrics["steps"] + 1))
+    assert 3 < metrics["steps"] <= 7
+    adam_best = min(r["val_loss"] for r in history[:3])
+    assert metrics["best_valid_loss"] == min(r["val_loss"] for r in history) <= adam_best
+    assert metrics["valid"]["loss"] == pytest.approx(metrics["best_valid_loss"], rel=1e-5)
+    # a resumed fit goes straight on with the (finished) polish: nothing is redone
+    config["train"]["resume"] = True
+    again = fit_etn(config, tmp_path, progress=False)
+    assert again["steps"] == metrics["steps"]
+    assert again["valid"]["loss"] == pytest.approx(metrics["valid"]["loss"], rel=1e-12)
+    with pytest.raises(ConfigError, match="polish_steps"):
+        TrainConfig(optimizer="lbfgs", polish_steps=5)
+
+
 def test_errors_by_config_type_add_up_to_the_whole(small):
     train, _ = small
     every = read_extxyz(DATA).filter(predicate=lambda s: s.n_atoms <= 32

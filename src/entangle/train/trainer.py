@@ -89,6 +89,11 @@ class TrainConfig:
         model that is kept (None: the raw parameters)
     clip_grad_norm : Adam only: rescale each mini-batch gradient to at most this Euclidean
         norm before the step (None: no clipping)
+    polish_steps : Adam only: after the Adam epochs, this many full-batch L-BFGS iterations
+        (lr 1, the model's own precision) from the best (averaged) Adam parameters, run by
+        :func:`fit_etn`; the Adam stage's best is kept unless the polish beats it on
+        validation (0: no polish)
+    polish_time_s : wall-time limit of the polish (``max_time_s`` limits the Adam stage)
     """
 
     optimizer: str = "lbfgs"
@@ -107,6 +112,8 @@ class TrainConfig:
     dtype: str | None = None
     ema_decay: float | None = None
     clip_grad_norm: float | None = None
+    polish_steps: int = 0
+    polish_time_s: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.weights, dict):
@@ -125,9 +132,14 @@ class TrainConfig:
         if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
             raise ConfigError(f"clip_grad_norm must be > 0 or null, got {self.clip_grad_norm}")
         if self.optimizer != "adam" and (self.ema_decay is not None
-                                         or self.clip_grad_norm is not None):
-            raise ConfigError("ema_decay and clip_grad_norm act on Adam's mini-batch steps; "
-                              f"optimizer is {self.optimizer!r}")
+                                         or self.clip_grad_norm is not None
+                                         or self.polish_steps):
+            raise ConfigError("ema_decay, clip_grad_norm and polish_steps act on Adam's "
+                              f"mini-batch steps; optimizer is {self.optimizer!r}")
+        if int(self.polish_steps) < 0:
+            raise ConfigError(f"polish_steps must be >= 0, got {self.polish_steps}")
+        if self.polish_time_s is not None and not self.polish_time_s > 0:
+            raise ConfigError(f"polish_time_s must be > 0 or null, got {self.polish_time_s}")
         if self.dtype not in (None, *io.DTYPES):
             raise ConfigError(f"dtype must be one of {sorted(io.DTYPES)} or null, "
                               f"got {self.dtype!r}")
@@ -628,13 +640,12 @@ def fit_etn(config: dict[str, Any], out_dir: str | Path, *, progress: bool = Tru
     etn_cfg = ETNConfig(species=species, reference_energies=refs, train_reference=trainable,
                         **model_cfg)
     model = ETNPotential(etn_cfg)
-    trainer = Trainer(model, train, valid, train_cfg, out_dir)
-    history = trainer.fit(resume=resume)
+    trainer = _train(model, train, valid, train_cfg, Path(out_dir), resume)
     model.cpu()
     metrics: dict[str, Any] = {
         "n_parameters": model.n_parameters(), "n_train": len(train), "n_valid": len(valid),
         "steps": trainer.step, "best_valid_loss": trainer.best_loss,
-        "history_last": history[-1] if history else None,
+        "history_last": trainer.history[-1] if trainer.history else None,
     }
     if len(valid):
         metrics["valid"] = evaluate_structures(model, valid, train_cfg.weights)
@@ -678,6 +689,37 @@ def _write_figures(model: ETNPotential, splits: dict[str, Sequence[Structure]],
                     out_dir / "parity.png", title)
     if history:
         plot_learning_curve(history, out_dir / "learning_curve.png", title=title)
+
+
+def _train(model: ETNPotential, train: Sequence[Structure], valid: Sequence[Structure],
+           config: TrainConfig, out_dir: Path, resume: bool) -> Trainer:
+    """Run the training stage(s) of ``config``; returns the trainer of the last stage.
+
+    With ``polish_steps`` the L-BFGS polish continues the Adam stage's step count, history and
+    best validation loss, and checkpoints to ``out_dir/polish``: a resumed fit whose polish has
+    begun goes straight on with the polish.
+    """
+    polish_dir = out_dir / "polish"
+    if not (config.polish_steps and resume and (polish_dir / "checkpoint.json").exists()):
+        trainer = Trainer(model, train, valid, config, out_dir)
+        trainer.fit(resume=resume)
+        if not config.polish_steps:
+            return trainer
+        first, resume = trainer, False
+    polish = dataclasses.replace(
+        config, optimizer="lbfgs", lr=1.0, lr_decay=1.0, dtype=None, ema_decay=None,
+        clip_grad_norm=None, polish_steps=0, standardize=False, max_time_s=config.polish_time_s)
+    trainer = Trainer(model, train, valid, polish, polish_dir)
+    if not resume:  # start from the Adam stage's best parameters (loaded by its fit)
+        trainer.step, trainer.history = first.step, first.history
+        trainer.best_loss, trainer.best_state = first.best_loss, first.best_state
+        trainer.config.max_steps = first.step + config.polish_steps
+        trainer.save_checkpoint()  # marks the Adam stage as done
+    else:
+        meta = json.loads((polish_dir / "checkpoint.json").read_text())
+        trainer.config.max_steps = meta["train_config"]["max_steps"]
+    trainer.fit(resume=resume)
+    return trainer
 
 
 def evaluate_etn(model_dir: str | Path, data: Any) -> dict[str, Any]:
