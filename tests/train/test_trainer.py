@@ -4,6 +4,7 @@ two-site ALS, fit/evaluate entry points (on a few EMT structures)."""
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
@@ -12,7 +13,7 @@ from entangle.data import read_extxyz
 from entangle.errors import ConfigError
 from entangle.models.etn import ETNConfig, ETNPotential
 from entangle.train.als import ALSConfig, als_sweeps
-from entangle.train.losses import LossWeights, potential_loss
+from entangle.train.losses import ErrorAccumulator, LossWeights, potential_loss
 from entangle.train.trainer import (
     TrainConfig, Trainer, evaluate_etn, evaluate_model, evaluate_structures, fit_etn,
     fit_reference_energies, prepare_batches,
@@ -276,6 +277,13 @@ def test_errors_by_config_type_add_up_to_the_whole(small):
                                                             rel=1e-10)
     one_kind = [s for s in data if s.config_type == kinds[0]]
     assert "by_config_type" not in evaluate_structures(model, one_kind, weights)
+    kept = ErrorAccumulator(keep_values=True)  # the values behind the parity plot
+    again = evaluate_structures(model, data, weights, batch_size=4, overall=kept)
+    (e_ref, e_pred), (f_ref, f_pred) = kept.values()["energy"], kept.values()["forces"]
+    assert len(e_ref) == len(data) and len(f_ref) == 3 * sum(s.n_atoms for s in data)
+    assert 1000 * np.abs(e_pred - e_ref).mean() == pytest.approx(
+        again["energy_mae_mev_per_atom"], rel=1e-10)
+    assert np.abs(f_pred - f_ref).mean() == pytest.approx(again["force_mae_ev_per_a"], rel=1e-10)
 
 
 def test_hyperparameter_growth_follows_eq49(small, tmp_path):

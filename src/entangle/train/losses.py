@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from entangle.data.atoms import AtomsBatch
@@ -76,22 +77,34 @@ def potential_loss(pred: dict[str, torch.Tensor], batch: AtomsBatch, weights: Lo
 
 
 class ErrorAccumulator:
-    """Running MAE/RMSE of per-atom energies (meV/atom), forces (eV/Å) and stress (GPa)."""
+    """Running MAE/RMSE of per-atom energies (meV/atom), forces (eV/Å) and stress (GPa).
 
-    def __init__(self) -> None:
+    With ``keep_values`` it also keeps the reference and predicted values (:meth:`values`,
+    for parity plots).
+    """
+
+    def __init__(self, keep_values: bool = False) -> None:
         self.sums = {k: 0.0 for k in ("e_abs", "e_sq", "f_abs", "f_sq", "s_sq")}
         self.counts = {"e": 0, "f": 0, "s": 0}
+        self.keep_values = keep_values
+        self._values: dict[str, list[np.ndarray]] = {
+            k: [] for k in ("e_ref", "e_pred", "f_ref", "f_pred")}
 
     def add(self, pred: dict[str, torch.Tensor], batch: AtomsBatch) -> None:
         with torch.no_grad():
             n_atoms = batch.n_atoms.to(pred["energy"].dtype)
-            de = ((pred["energy"] - batch.energy) / n_atoms)[batch.energy_mask]
+            e_ref = (batch.energy / n_atoms)[batch.energy_mask]
+            e_pred = (pred["energy"] / n_atoms)[batch.energy_mask]
+            de = e_pred - e_ref
+            self._keep("e", e_ref, e_pred)
             self.sums["e_abs"] += float(de.abs().sum())
             self.sums["e_sq"] += float((de**2).sum())
             self.counts["e"] += int(de.numel())
             if "forces" in pred:
                 atom_mask = batch.forces_mask[batch.batch]
-                df = (pred["forces"] - batch.forces)[atom_mask]
+                f_ref, f_pred = batch.forces[atom_mask], pred["forces"][atom_mask]
+                df = f_pred - f_ref
+                self._keep("f", f_ref.reshape(-1), f_pred.reshape(-1))
                 self.sums["f_abs"] += float(df.abs().sum())
                 self.sums["f_sq"] += float((df**2).sum())
                 self.counts["f"] += int(df.numel())
@@ -100,12 +113,32 @@ class ErrorAccumulator:
                 self.sums["s_sq"] += float((ds**2).sum())
                 self.counts["s"] += int(ds.numel())
 
+    def _keep(self, kind: str, reference: torch.Tensor, predicted: torch.Tensor) -> None:
+        if self.keep_values:
+            self._values[f"{kind}_ref"].append(reference.detach().double().cpu().numpy())
+            self._values[f"{kind}_pred"].append(predicted.detach().double().cpu().numpy())
+
     def merge(self, other: ErrorAccumulator) -> None:
-        """Add the errors accumulated by ``other`` (another group of structures)."""
+        """Add the errors (and kept values) accumulated by ``other`` (another group)."""
         for key in self.sums:
             self.sums[key] += other.sums[key]
         for key in self.counts:
             self.counts[key] += other.counts[key]
+        for key, parts in self._values.items():
+            parts.extend(other._values[key])
+
+    def values(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Kept ``(reference, predicted)`` arrays: ``"energy"`` per atom (eV/atom) and
+        ``"forces"`` components (eV/Å); needs ``keep_values``."""
+        if not self.keep_values:
+            raise ValueError("this ErrorAccumulator was made without keep_values")
+
+        def join(key: str) -> np.ndarray:
+            parts = self._values[key]
+            return np.concatenate(parts) if parts else np.zeros(0)
+
+        return {"energy": (join("e_ref"), join("e_pred")),
+                "forces": (join("f_ref"), join("f_pred"))}
 
     def result(self) -> dict[str, float | None]:
         def ratio(key: str, count: str, scale: float = 1.0, root: bool = False) -> float | None:

@@ -237,26 +237,32 @@ def evaluate_model(model: ETNPotential, batches: Sequence[PreparedBatch], weight
 
 
 def evaluate_structures(model: ETNPotential, data: Sequence[Structure], weights: LossWeights,
-                        batch_size: int = 32) -> dict[str, Any]:
+                        batch_size: int = 32, overall: ErrorAccumulator | None = None
+                        ) -> dict[str, Any]:
     """:func:`evaluate_model` on structures, plus ``by_config_type`` when they carry more than
     one ``config_type`` (structures without one are grouped as ``"unlabelled"``): the same
     metrics and ``n_structures`` per group, as MLIP users compare AIMD, surfaces, vacancies
-    and strained cells separately (a few surface cells can dominate a test MAE)."""
+    and strained cells separately (a few surface cells can dominate a test MAE).
+
+    ``overall``: an accumulator to fill (e.g. one that keeps the values for a parity plot).
+    """
     groups: dict[str, list[Structure]] = {}
     for s in data:
         groups.setdefault(s.config_type or "unlabelled", []).append(s)
     r_cut, dtype = model.config.r_cut, model.dtype
-    if len(groups) < 2:
-        return evaluate_model(model, prepare_batches(data, r_cut, batch_size, dtype), weights)
-    overall, total, n, by_type = ErrorAccumulator(), 0.0, 0, {}
+    overall = ErrorAccumulator() if overall is None else overall
+    total, n, by_type = 0.0, 0, {}
     for kind in sorted(groups):
-        acc = ErrorAccumulator()
+        acc = ErrorAccumulator(keep_values=overall.keep_values)
         loss, count = _accumulate(
             model, prepare_batches(groups[kind], r_cut, batch_size, dtype), weights, acc)
         total, n = total + loss, n + count
         overall.merge(acc)
         by_type[kind] = {"n_structures": count, **acc.result()}
-    return {"loss": total / max(n, 1), **overall.result(), "by_config_type": by_type}
+    result = {"loss": total / max(n, 1), **overall.result()}
+    if len(groups) > 1:
+        result["by_config_type"] = by_type
+    return result
 
 
 class Trainer:
@@ -647,45 +653,29 @@ def fit_etn(config: dict[str, Any], out_dir: str | Path, *, progress: bool = Tru
         "steps": trainer.step, "best_valid_loss": trainer.best_loss,
         "history_last": trainer.history[-1] if trainer.history else None,
     }
-    if len(valid):
-        metrics["valid"] = evaluate_structures(model, valid, train_cfg.weights)
-    if test is not None:
-        metrics["test"] = evaluate_structures(model, test, train_cfg.weights)
+    series = {}  # split -> kept (reference, predicted) values for the parity plot
+    for name, part in (("valid", valid), ("test", test)):
+        if part is not None and len(part):
+            acc = ErrorAccumulator(keep_values=True)
+            metrics[name] = evaluate_structures(model, part, train_cfg.weights, overall=acc)
+            series[name] = acc.values()
     metrics["wall_time_s"] = time.time() - start
     io.save(model, out_dir / "model", metadata={"metrics": metrics})
     io.atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
-    _write_figures(model, {"valid": valid, "test": test or []}, trainer.history, out_dir)
+    _write_figures(model, series, trainer.history, out_dir)
     return metrics
 
 
-@torch.no_grad()
-def _reference_and_predicted(model: ETNPotential, data: Sequence[Structure]
-                             ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """(reference, predicted) energies per atom (eV/atom) and force components (eV/Å)."""
-    energies, forces = ([], []), ([], [])
-    for item in prepare_batches(data, model.config.r_cut, 32, model.dtype):
-        pred, batch = predict_batch(model, item, forces=True), item.batch
-        n_atoms = batch.n_atoms.to(pred["energy"].dtype)
-        for out, value in zip(energies, (batch.energy, pred["energy"])):
-            out.append((value / n_atoms)[batch.energy_mask].double().numpy())
-        atoms = batch.forces_mask[batch.batch]
-        for out, value in zip(forces, (batch.forces, pred["forces"])):
-            out.append(value[atoms].reshape(-1).double().numpy())
-    return ((np.concatenate(energies[0]), np.concatenate(energies[1])),
-            (np.concatenate(forces[0]), np.concatenate(forces[1])))
-
-
-def _write_figures(model: ETNPotential, splits: dict[str, Sequence[Structure]],
+def _write_figures(model: ETNPotential, series: dict[str, dict[str, tuple]],
                    history: Sequence[dict[str, Any]], out_dir: Path) -> None:
-    """``parity.png`` (energies and forces of the non-empty splits) and ``learning_curve.png``."""
+    """``parity.png`` (energies and forces of each split in ``series``, the values of
+    :meth:`ErrorAccumulator.values`) and ``learning_curve.png``."""
     from entangle.analysis.plots import plot_learning_curve, plot_parity
 
     title = f"ETN, {model.n_parameters()} parameters"
-    series = {name: _reference_and_predicted(model, part) for name, part in splits.items()
-              if len(part)}
     if series:
-        plot_parity({"energy (eV/atom)": {k: v[0] for k, v in series.items()},
-                     "force components (eV/Å)": {k: v[1] for k, v in series.items()}},
+        plot_parity({"energy (eV/atom)": {k: v["energy"] for k, v in series.items()},
+                     "force components (eV/Å)": {k: v["forces"] for k, v in series.items()}},
                     out_dir / "parity.png", title)
     if history:
         plot_learning_curve(history, out_dir / "learning_curve.png", title=title)
