@@ -181,6 +181,27 @@ def test_mpo_gradient_sweep_is_monotone_without_truncation():
     assert history[-1] < before
 
 
+@pytest.mark.parametrize("cls, config", [(MPSRegressor, MPSConfig), (MPORegressor, MPOConfig)])
+def test_sweeps_on_per_atom_rows_fit_the_structure_sums(cls, config):
+    """Rows are atoms, targets are sums over the atoms of each structure (eq. 22 unaveraged):
+    the final sweep objective equals the normalised MSE of the summed predictions."""
+    x, _ = low_rank_problem(n=300)
+    index = torch.arange(300) % 100  # 100 structures of 3 atoms each
+    y = torch.zeros(100, dtype=torch.float64).index_add_(
+        0, index, x.reshape(300, -1) @ W_TRUE.reshape(-1) + 0.7) + 0.3 * torch.randn(
+        100, generator=gen(5), dtype=torch.float64)  # noise: the fit cannot be exact
+    model = cls(config(dims=DIMS, chi=2, seed=2))
+    model.set_normalization(x, y, index)
+    if cls is MPSRegressor:
+        history = model.als_sweep(x, y, index, n_sweeps=3, ridge=0.0, max_bond=2)
+    else:
+        history = model.gradient_sweep(x, y, index, n_sweeps=2, steps=3)
+    assert 1e-4 < history[-1] < history[0]
+    with torch.no_grad():
+        mse = float((((model(x, index) - y) / model.target_scale) ** 2).mean())
+    assert math.isclose(history[-1], mse, rel_tol=1e-6)
+
+
 def test_fit_model_restores_best_validation_weights():
     x, y = low_rank_problem(n=120, noise=0.3)
     x_val, y_val = low_rank_problem(n=40, seed=5, noise=0.3)

@@ -486,6 +486,23 @@ class _TensorTrain(DescriptorModel):
         """Current bond dimensions (sweeps may change them)."""
         return [int(c.shape[-1]) for c in self.cores[:-1]]
 
+    def _sweep_targets(self, x, y, structure_index, n_structures: int | None
+                       ) -> tuple[torch.Tensor, torch.Tensor | None, int, torch.Tensor, torch.Tensor]:
+        """Checked inputs for a sweep: ``x``, the structure index of each row (or None), the
+        number of structures, the rows per structure ``(n_structures,)`` and the normalised
+        targets ``(n_structures,)``."""
+        x = self.check_input(x)
+        idx = None
+        if structure_index is None:
+            counts = torch.ones(x.shape[0], dtype=self.dtype, device=x.device)
+            n_structures = x.shape[0]
+        else:
+            idx, n_structures = _check_structure_index(structure_index, x.shape[0], n_structures)
+            idx = idx.to(x.device)
+            counts = torch.bincount(idx, minlength=n_structures).to(self.dtype)
+        y = check_targets(y, n_structures).to(self.dtype).to(x.device)
+        return x, idx, n_structures, counts, (y - counts * self.target_shift) / self.target_scale
+
 
 @register_model
 class MPSRegressor(_TensorTrain):
@@ -567,17 +584,8 @@ class MPSRegressor(_TensorTrain):
             raise ConfigError(f"n_sweeps must be an integer >= 1, got {n_sweeps}")
         if max_bond is not None and (not _is_int(max_bond) or max_bond < 1):
             raise ConfigError(f"max_bond must be an integer >= 1, got {max_bond}")
-        x = self.check_input(x)
-        idx = None
-        if structure_index is None:
-            counts = torch.ones(x.shape[0], dtype=self.dtype, device=x.device)
-            n_structures = x.shape[0]
-        else:
-            idx, n_structures = _check_structure_index(structure_index, x.shape[0], n_structures)
-            idx = idx.to(x.device)
-            counts = torch.bincount(idx, minlength=n_structures).to(self.dtype)
-        y = check_targets(y, n_structures).to(self.dtype).to(x.device)
-        yn = (y - counts * self.target_shift) / self.target_scale  # [structures]
+        x, idx, n_structures, counts, yn = self._sweep_targets(x, y, structure_index,
+                                                               n_structures)
         xs = self.normalize_inputs(x).permute(0, *[1 + p for p in self.config.site_order])  # [rows, *site_dims]
         n_sites = len(self.cores)
         cores = list(MPS([c.detach() for c in self.cores]).canonicalize(0).cores)
@@ -743,17 +751,8 @@ class MPORegressor(_TensorTrain):
             raise ConfigError(f"steps and n_sweeps must be integers >= 1, got {steps}, {n_sweeps}")
         if not (ridge >= 0 and math.isfinite(ridge)):
             raise ConfigError(f"ridge must be a finite number >= 0, got {ridge}")
-        x = self.check_input(x)
-        idx = None
-        if structure_index is None:
-            counts = torch.ones(x.shape[0], dtype=self.dtype, device=x.device)
-            n_structures = x.shape[0]
-        else:
-            idx, n_structures = _check_structure_index(structure_index, x.shape[0], n_structures)
-            idx = idx.to(x.device)
-            counts = torch.bincount(idx, minlength=n_structures).to(self.dtype)
-        y = check_targets(y, n_structures).to(self.dtype).to(x.device)
-        yn = (y - counts * self.target_shift) / self.target_scale
+        x, idx, n_structures, counts, yn = self._sweep_targets(x, y, structure_index,
+                                                               n_structures)
         xn = self.normalize_inputs(x).detach()
         if self.config.linear_chi:  # the linear term is held fixed during the sweep
             with torch.no_grad():
