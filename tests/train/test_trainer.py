@@ -369,3 +369,22 @@ def test_lbfgs_reuses_the_line_search_evaluation(small):
     assert cached_losses == pytest.approx(plain_losses, rel=1e-8)
     assert torch.allclose(cached_p, plain_p, rtol=1e-6, atol=1e-9)
     assert plain_evals - cached_evals == 8 - 1  # one evaluation saved per step but the first
+
+
+def test_fit_from_a_trained_smaller_model_starts_where_it_ended(small, tmp_path):
+    train, valid = small
+    model = {"n_rad": 4, "d": 2, "L": 2, "spec_rank": 1, "rad_rank": 2, "ett_rank": 1,
+             "r_cut": 4.0, "r_min": 1.5}
+    config = {"data": {"train": train, "valid_fraction": 0.25}, "model": model,
+              "train": {"optimizer": "lbfgs", "max_steps": 12, "weights": {"forces": 0.1}}}
+    first = fit_etn(config, tmp_path / "small", progress=False)
+    grown = dict(model, n_rad=5, L=3, rad_rank=3, ett_rank=2)
+    config = {**config, "model": grown, "init": str(tmp_path / "small"),
+              "train": {"optimizer": "adam", "lr": 1e-9, "max_steps": 1,
+                        "weights": {"forces": 0.1}}}
+    second = fit_etn(config, tmp_path / "grown", progress=False)
+    assert second["n_parameters"] > 2 * first["n_parameters"]
+    assert second["valid"]["loss"] == pytest.approx(first["valid"]["loss"], rel=0.005)
+    del config["init"]  # the same model from a random start is far off
+    fresh = fit_etn(config, tmp_path / "fresh", progress=False)
+    assert fresh["valid"]["loss"] > 3 * first["valid"]["loss"]

@@ -647,6 +647,69 @@ class ETNPotential(nn.Module):
         flat = self.layouts[k].flatten(tensor).detach().to(self.cores[k].dtype)
         self.cores[k] = nn.Parameter(flat)
 
+    @torch.no_grad()
+    def embed(self, other: ETNPotential, padding_scale: float = 0.01) -> None:
+        """Start from a trained, smaller ETN: this model then computes ``other``'s energies.
+
+        ``other`` must have the same species, ``d``, radial interval, decay lengths and
+        ``feature_scale``, and at most this model's ``L`` and channels per ``l`` (radial
+        functions, species and radial ranks, bond channels of every sector). Its coefficients
+        fill the leading corner of every block (``A_l``, ``B_l``, cores), its reference energies
+        and descriptor standardisation are copied, so call :meth:`standardize` first (it sets
+        the new channels). New ``B_l`` entries that feed the old features are zero, the other
+        new ``A_l``, ``B_l`` entries keep their random start, and the new core entries this
+        model's random start times ``padding_scale`` (new bond channels must not sit at the
+        zero saddle). ``padding_scale=0`` reproduces
+        ``other`` to rounding; the default changes energies by ~1e-4 eV per atom.
+        """
+        mine, theirs = self.config, other.config
+        for name in ("species", "d", "r_cut", "r_min", "decay_rad", "feature_scale"):
+            if getattr(mine, name) != getattr(theirs, name):
+                raise ConfigError(f"cannot embed an ETN with {name}={getattr(theirs, name)!r} "
+                                  f"into one with {name}={getattr(mine, name)!r}")
+        if theirs.L > mine.L:
+            raise ConfigError(f"cannot embed an ETN with L={theirs.L} into one with L={mine.L}")
+        if not 0 <= padding_scale < math.inf:
+            raise ConfigError(f"padding_scale must be finite and >= 0, got {padding_scale}")
+        for name, small in other.channels.items():
+            big = self.channels[name]
+            if any(a > b for a, b in zip(small, big)):
+                raise ConfigError(f"cannot embed an ETN with {name} {small} per l into one "
+                                  f"with {name} {big}")
+
+        def corner(new: torch.Tensor, old: torch.Tensor) -> None:
+            new[tuple(slice(0, n) for n in old.shape)] = old.to(new)  # dtype and device
+
+        for l in range(theirs.L):  # new species and radial channels keep their random start
+            corner(self.A[l], other.A[l])
+            self.B[l][:other.B[l].shape[0]].zero_()  # old features see only the old channels
+            corner(self.B[l], other.B[l])
+        for k, (layout, flat) in enumerate(zip(self.layouts, self.cores)):
+            old = other.layouts[k].tensor(other.cores[k])
+            new = layout.tensor(flat)  # views of this model's parameters
+            flat.mul_(padding_scale)
+            for key, block in old.blocks.items():
+                target = new.blocks.get(key)
+                if target is None or any(a > b for a, b in zip(block.shape, target.shape)):
+                    raise ConfigError(f"core {k}: block {key} of shape {tuple(block.shape)} "
+                                      "does not fit this ETN's bonds")
+                corner(target, block)
+        self.reference.copy_(other.reference)
+        start_new = start_old = 0
+        n_types = self.n_species ** 2
+        for l in range(self.config.L):
+            size = n_types * self.channels["n_rad"][l]
+            if l < theirs.L:
+                n_old = other.channels["n_rad"][l]
+                scale = self.descriptor_scale[start_new:start_new + size].view(n_types, -1)
+                corner(scale, other.descriptor_scale[start_old:start_old + n_types * n_old
+                                                     ].view(n_types, n_old))
+                if l == 0:
+                    corner(self.descriptor_shift.view(n_types, -1),
+                           other.descriptor_shift.view(n_types, n_old))
+                start_old += n_types * n_old
+            start_new += size
+
     def dense_cores(self) -> list[torch.Tensor]:
         """Dense ``(D_left, D_phys, D_right)`` tensors of all cores (differentiable)."""
         return [layout.dense(flat) for layout, flat in zip(self.layouts, self.cores)]

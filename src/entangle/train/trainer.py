@@ -274,12 +274,15 @@ class Trainer:
     train, valid : sequences of Structure (valid may be empty: no early stopping)
     config : TrainConfig
     out_dir : directory for checkpoints (None: no checkpoints)
+    start_from : a trained smaller ETN embedded in ``model`` before the first step, after the
+        standardisation (:meth:`~entangle.models.etn.ETNPotential.embed`)
     """
 
     def __init__(self, model: ETNPotential, train: Sequence[Structure],
                  valid: Sequence[Structure], config: TrainConfig,
-                 out_dir: str | Path | None = None):
+                 out_dir: str | Path | None = None, start_from: ETNPotential | None = None):
         self.model, self.config = model.to(config.device), config
+        self.start_from = start_from
         self.model_dtype = model.dtype
         if config.dtype is not None:
             model.to(io.DTYPES[config.dtype])
@@ -462,6 +465,8 @@ class Trainer:
             derivatives = cfg.weights.forces > 0 or self.stress
             self.model.standardize([item.geometry(self.model, derivatives=derivatives)
                                     for item in self.train])
+        if self.step == 0 and self.start_from is not None:
+            self.model.embed(self.start_from)
         if cfg.ema_decay is None:
             self.ema = None
         elif self.ema is None:  # a fresh start, or resuming a run without an average
@@ -583,6 +588,9 @@ def fit_etn(config: dict[str, Any], out_dir: str | Path, *, progress: bool = Tru
         reference: "fitted" | "averaged" | {"isolated": {symbol_or_Z: eV, ...}}
         train: TrainConfig fields (weights: {energy, forces, stress, energy_per_atom}),
                plus resume: true to continue from out_dir's checkpoint
+        init:  DIR of a trained ETN to start from (optional): the model section may enlarge
+               L and the channel counts (:meth:`ETNPotential.embed`); reference energies,
+               feature_scale and the standardisation of the old channels are taken from it
 
     ``SPEC`` is anything :func:`entangle.data.load` accepts (or a list of them). ``task``
     (``etn``) and ``config_dir`` (added by the CLI) are accepted and otherwise ignored.
@@ -590,8 +598,8 @@ def fit_etn(config: dict[str, Any], out_dir: str | Path, *, progress: bool = Tru
     (``valid``/``test`` error dicts, parameter count, history length, wall time); also writes
     ``parity.png`` (validation and test energies and forces) and ``learning_curve.png``.
     """
-    check_keys(config, {"data", "model", "reference", "train", "seed", "task", "config_dir"},
-               "config")
+    check_keys(config, {"data", "model", "reference", "train", "init", "seed", "task",
+                        "config_dir"}, "config")
     if config.get("task", "etn") != "etn":
         raise ConfigError(f"fit_etn needs task: etn, got {config['task']!r}")
     data_cfg = dict(config.get("data", {}))
@@ -637,6 +645,13 @@ def fit_etn(config: dict[str, Any], out_dir: str | Path, *, progress: bool = Tru
     else:
         raise ConfigError(f"reference must be 'fitted', 'averaged' or {{isolated: ...}}, "
                           f"got {reference!r}")
+    start_from = None
+    if config.get("init") is not None:
+        start_from = io.load(config["init"])
+        if not isinstance(start_from, ETNPotential):
+            raise ConfigError(f"init: {config['init']} holds a {type(start_from).__name__}, "
+                              "not an ETNPotential")
+        model_cfg.setdefault("feature_scale", start_from.config.feature_scale)
     r_cut = float(model_cfg.get("r_cut", 5.0))
     train_options = dict(config.get("train", {}))
     resume = bool(train_options.pop("resume", False))
@@ -646,7 +661,7 @@ def fit_etn(config: dict[str, Any], out_dir: str | Path, *, progress: bool = Tru
     etn_cfg = ETNConfig(species=species, reference_energies=refs, train_reference=trainable,
                         **model_cfg)
     model = ETNPotential(etn_cfg)
-    trainer = _train(model, train, valid, train_cfg, Path(out_dir), resume)
+    trainer = _train(model, train, valid, train_cfg, Path(out_dir), resume, start_from)
     model.cpu()
     metrics: dict[str, Any] = {
         "n_parameters": model.n_parameters(), "n_train": len(train), "n_valid": len(valid),
@@ -682,8 +697,10 @@ def _write_figures(model: ETNPotential, series: dict[str, dict[str, tuple]],
 
 
 def _train(model: ETNPotential, train: Sequence[Structure], valid: Sequence[Structure],
-           config: TrainConfig, out_dir: Path, resume: bool) -> Trainer:
-    """Run the training stage(s) of ``config``; returns the trainer of the last stage.
+           config: TrainConfig, out_dir: Path, resume: bool,
+           start_from: ETNPotential | None = None) -> Trainer:
+    """Run the training stage(s) of ``config``, the first from ``start_from`` embedded
+    (:meth:`ETNPotential.embed`) if given; returns the trainer of the last stage.
 
     With ``polish_steps`` the L-BFGS polish continues the Adam stage's step count, history and
     best validation loss, and checkpoints to ``out_dir/polish``: a resumed fit whose polish has
@@ -691,7 +708,7 @@ def _train(model: ETNPotential, train: Sequence[Structure], valid: Sequence[Stru
     """
     polish_dir = out_dir / "polish"
     if not (config.polish_steps and resume and (polish_dir / "checkpoint.json").exists()):
-        trainer = Trainer(model, train, valid, config, out_dir)
+        trainer = Trainer(model, train, valid, config, out_dir, start_from)
         trainer.fit(resume=resume)
         if not config.polish_steps:
             return trainer
