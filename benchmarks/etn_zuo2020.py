@@ -11,9 +11,11 @@ transcribed in ``shared/data/README.md``) for comparison.
 
 Usage: python benchmarks/etn_zuo2020.py [--elements Mo Si] [--budget 600] [--out runs/zuo2020]
        [--threads 1] [--steps 2000] [--device cuda] [--set n_rad=12 ett_rank=4 ...]
+       [--init runs/earlier]
 
 ``--set`` overrides model hyperparameters of the example config (``train.KEY=VALUE`` overrides
-training options); ``--device cuda`` trains on a GPU (the saved model is a CPU model).
+training options); ``--device cuda`` trains on a GPU (the saved model is a CPU model);
+``--init`` grows the models an earlier run wrote (``config init``, ``ETNPotential.embed``).
 """
 
 from __future__ import annotations
@@ -43,9 +45,13 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def run_element(element: str, budget: float, out: Path, steps: int | None,
-                device: str = "cpu", overrides: dict | None = None) -> dict:
-    """Fit and test one element with its example config; returns the JSON record."""
+                device: str = "cpu", overrides: dict | None = None,
+                init: Path | None = None) -> dict:
+    """Fit and test one element with its example config, starting from the trained model in
+    ``init/<element>`` if given; returns the JSON record."""
     config = yaml.safe_load((EXAMPLES / f"mlearn_{element}_etn.yaml").read_text())
+    if init is not None:
+        config["init"] = str(init / element)
     train = dict(config.get("train", {}))
     train["max_time_s"] = budget
     train["device"] = device
@@ -66,7 +72,7 @@ def run_element(element: str, budget: float, out: Path, steps: int | None,
         "optimizer": config["train"].get("optimizer", "lbfgs"),
         "hyperparameters": {k: config["model"][k] for k in
                             ("n_rad", "d", "L", "spec_rank", "rad_rank", "ett_rank")},
-        "loss_weights": train.get("weights"), "device": device,
+        "loss_weights": train.get("weights"), "device": device, "init": config.get("init"),
         "test_energy_mae_mev_per_atom": test.get("energy_mae_mev_per_atom"),
         "test_energy_rmse_mev_per_atom": test.get("energy_rmse_mev_per_atom"),
         "test_force_mae_ev_per_a": test.get("force_mae_ev_per_a"),
@@ -94,6 +100,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/etn_zuo2020"))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="start each element from the trained model in INIT/<element> "
+                             "(an earlier --out), grown to the example's or --set's size")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="model (or train.KEY) overrides, values parsed as YAML")
     args = parser.parse_args()
@@ -103,7 +112,7 @@ def main() -> None:
                "overrides": overrides, "load_average": os.getloadavg(), "elements": {}}
     for element in args.elements:
         results["elements"][element] = run_element(element, args.budget, args.out, args.steps,
-                                                   args.device, overrides)
+                                                   args.device, overrides, args.init)
         print(json.dumps({element: results["elements"][element]}), flush=True)
     results["load_average_end"] = os.getloadavg()
     print(json.dumps(results, indent=1))
