@@ -83,6 +83,16 @@ def test_padding_is_small_and_every_new_coefficient_trains():
     (dict(rad_rank=1), "rad_rank"), (dict(species=[29]), "species"),
 ])
 def test_incompatible_models_are_refused(change, match):
-    small = etn()
+    small, big = etn(), etn(**{**GROWN, **change})
+    before = [p.clone() for p in big.parameters()]
     with pytest.raises(ConfigError, match=match):
-        etn(**{**GROWN, **change}).embed(small)
+        big.embed(small)
+    assert all(torch.equal(a, b) for a, b in zip(before, big.parameters()))  # untouched
+
+
+def test_a_core_that_does_not_fit_the_bonds_is_refused_before_any_change():
+    small, big = etn(ett_rank=3), etn(**GROWN, bonds=[[[0, 1, 1], [1, -1, 1]]] * 2)
+    before = [p.clone() for p in big.parameters()]
+    with pytest.raises(ConfigError, match="does not fit this ETN's bonds"):
+        big.embed(small)
+    assert all(torch.equal(a, b) for a, b in zip(before, big.parameters()))

@@ -651,19 +651,19 @@ class ETNPotential(nn.Module):
     def embed(self, other: ETNPotential, padding_scale: float = 0.01) -> None:
         """Start from a trained, smaller ETN: this model then computes ``other``'s energies.
 
-        ``other`` must have the same species, ``d``, radial interval, decay lengths and
-        ``feature_scale``, and at most this model's ``L`` and channels per ``l`` (radial
+        ``other`` must have the same species, ``d``, radial interval and ``feature_scale``,
+        and at most this model's ``L`` and channels per ``l`` (radial
         functions, species and radial ranks, bond channels of every sector). Its coefficients
         fill the leading corner of every block (``A_l``, ``B_l``, cores), its reference energies
         and descriptor standardisation are copied, so call :meth:`standardize` first (it sets
         the new channels). New ``B_l`` entries that feed the old features are zero, the other
         new ``A_l``, ``B_l`` entries keep their random start, and the new core entries this
         model's random start times ``padding_scale`` (new bond channels must not sit at the
-        zero saddle). ``padding_scale=0`` reproduces
-        ``other`` to rounding; the default changes energies by ~1e-4 eV per atom.
+        zero saddle). ``padding_scale=0`` reproduces ``other`` to rounding; the default changes
+        energies by ~1e-4 eV per atom. Nothing changes if ``other`` does not fit.
         """
         mine, theirs = self.config, other.config
-        for name in ("species", "d", "r_cut", "r_min", "decay_rad", "feature_scale"):
+        for name in ("species", "d", "r_cut", "r_min", "feature_scale"):
             if getattr(mine, name) != getattr(theirs, name):
                 raise ConfigError(f"cannot embed an ETN with {name}={getattr(theirs, name)!r} "
                                   f"into one with {name}={getattr(mine, name)!r}")
@@ -676,6 +676,14 @@ class ETNPotential(nn.Module):
             if any(a > b for a, b in zip(small, big)):
                 raise ConfigError(f"cannot embed an ETN with {name} {small} per l into one "
                                   f"with {name} {big}")
+        old_cores = [layout.tensor(flat) for layout, flat in zip(other.layouts, other.cores)]
+        new_cores = [layout.tensor(flat) for layout, flat in zip(self.layouts, self.cores)]
+        for k, (old, new) in enumerate(zip(old_cores, new_cores)):
+            for key, block in old.blocks.items():
+                target = new.blocks.get(key)
+                if target is None or any(a > b for a, b in zip(block.shape, target.shape)):
+                    raise ConfigError(f"core {k}: block {key} of shape {tuple(block.shape)} "
+                                      "does not fit this ETN's bonds")
 
         def corner(new: torch.Tensor, old: torch.Tensor) -> None:
             new[tuple(slice(0, n) for n in old.shape)] = old.to(new)  # dtype and device
@@ -684,16 +692,10 @@ class ETNPotential(nn.Module):
             corner(self.A[l], other.A[l])
             self.B[l][:other.B[l].shape[0]].zero_()  # old features see only the old channels
             corner(self.B[l], other.B[l])
-        for k, (layout, flat) in enumerate(zip(self.layouts, self.cores)):
-            old = other.layouts[k].tensor(other.cores[k])
-            new = layout.tensor(flat)  # views of this model's parameters
-            flat.mul_(padding_scale)
+        for flat, old, new in zip(self.cores, old_cores, new_cores):
+            flat.mul_(padding_scale)  # the blocks of ``new`` are views of ``flat``
             for key, block in old.blocks.items():
-                target = new.blocks.get(key)
-                if target is None or any(a > b for a, b in zip(block.shape, target.shape)):
-                    raise ConfigError(f"core {k}: block {key} of shape {tuple(block.shape)} "
-                                      "does not fit this ETN's bonds")
-                corner(target, block)
+                corner(new.blocks[key], block)
         self.reference.copy_(other.reference)
         start_new = start_old = 0
         n_types = self.n_species ** 2
