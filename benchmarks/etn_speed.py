@@ -69,6 +69,8 @@ MODELS = {  # ({N_rad, d, L, N_spec_rank, N_rad_rank, N_ett_rank}, decay_rad)
     "mlearn_Mo16": ((16, 3, 3, 1, 5, 3), 2.0),  # examples/mlearn_Mo_etn.yaml now
     # the most accurate Mo fit in BENCHMARKS.md (--set n_rad=12 L=4 rad_rank=6 ett_rank=6)
     "mlearn_Mo_large": ((12, 3, 4, 1, 6, 6), 2.0),
+    "mlearn_L4": ((16, 3, 4, 1, 6, 6), 2.0),  # the L = 4 Mo and grown Ge fits (2,764 parameters)
+    "mlearn_Ni": ((16, 3, 4, 1, 8, 5), 2.0),  # examples/mlearn_Ni_etn.yaml now
     "ETN2_table2": ((8, 3, 2, 3, 3, 2), 1.0),
     "ETN3_table2": ((9, 3, 5, 3, 4, 3), 1.0),
 }
