@@ -385,6 +385,9 @@ def test_fit_from_a_trained_smaller_model_starts_where_it_ended(small, tmp_path)
     second = fit_etn(config, tmp_path / "grown", progress=False)
     assert second["n_parameters"] > 2 * first["n_parameters"]
     assert second["valid"]["loss"] == pytest.approx(first["valid"]["loss"], rel=0.005)
+    with pytest.raises(ConfigError, match="r_cut"):  # refused before any training
+        fit_etn({**config, "model": dict(grown, r_cut=3.5)}, tmp_path / "bad", progress=False)
+    assert not (tmp_path / "bad" / "checkpoint.json").exists()
     del config["init"]  # the same model from a random start is far off
     fresh = fit_etn(config, tmp_path / "fresh", progress=False)
     assert fresh["valid"]["loss"] > 3 * first["valid"]["loss"]

@@ -647,13 +647,34 @@ class ETNPotential(nn.Module):
         flat = self.layouts[k].flatten(tensor).detach().to(self.cores[k].dtype)
         self.cores[k] = nn.Parameter(flat)
 
+    def check_embeddable(self, other: ETNPotential) -> None:
+        """Raise :class:`ConfigError` naming the mismatch if :meth:`embed` cannot take ``other``."""
+        mine, theirs = self.config, other.config
+        for name in ("species", "d", "r_cut", "r_min", "feature_scale"):
+            if getattr(mine, name) != getattr(theirs, name):
+                raise ConfigError(f"cannot embed an ETN with {name}={getattr(theirs, name)!r} "
+                                  f"into one with {name}={getattr(mine, name)!r}")
+        if theirs.L > mine.L:
+            raise ConfigError(f"cannot embed an ETN with L={theirs.L} into one with L={mine.L}")
+        for name, small in other.channels.items():
+            big = self.channels[name]
+            if any(a > b for a, b in zip(small, big)):
+                raise ConfigError(f"cannot embed an ETN with {name} {small} per l into one "
+                                  f"with {name} {big}")
+        for k, (old, new) in enumerate(zip(other.layouts, self.layouts)):
+            for key, shape in zip(old.keys, old.shapes):
+                target = new.shapes[new.keys.index(key)] if key in new.keys else None
+                if target is None or any(a > b for a, b in zip(shape, target)):
+                    raise ConfigError(f"core {k}: block {key} of shape {shape} "
+                                      "does not fit this ETN's bonds")
+
     @torch.no_grad()
     def embed(self, other: ETNPotential, padding_scale: float = 0.01) -> None:
         """Start from a trained, smaller ETN: this model then computes ``other``'s energies.
 
-        ``other`` must have the same species, ``d``, radial interval and ``feature_scale``,
-        and at most this model's ``L`` and channels per ``l`` (radial
-        functions, species and radial ranks, bond channels of every sector). Its coefficients
+        ``other`` must have the same species, ``d``, radial interval and ``feature_scale``, and
+        at most this model's ``L`` and channels per ``l`` (radial functions, species and radial
+        ranks, bond channels of every sector; :meth:`check_embeddable`). Its coefficients
         fill the leading corner of every block (``A_l``, ``B_l``, cores), its reference energies
         and descriptor standardisation are copied, so call :meth:`standardize` first (it sets
         the new channels). New ``B_l`` entries that feed the old features are zero, the other
@@ -662,28 +683,12 @@ class ETNPotential(nn.Module):
         zero saddle). ``padding_scale=0`` reproduces ``other`` to rounding; the default changes
         energies by ~1e-4 eV per atom. Nothing changes if ``other`` does not fit.
         """
-        mine, theirs = self.config, other.config
-        for name in ("species", "d", "r_cut", "r_min", "feature_scale"):
-            if getattr(mine, name) != getattr(theirs, name):
-                raise ConfigError(f"cannot embed an ETN with {name}={getattr(theirs, name)!r} "
-                                  f"into one with {name}={getattr(mine, name)!r}")
-        if theirs.L > mine.L:
-            raise ConfigError(f"cannot embed an ETN with L={theirs.L} into one with L={mine.L}")
         if not 0 <= padding_scale < math.inf:
             raise ConfigError(f"padding_scale must be finite and >= 0, got {padding_scale}")
-        for name, small in other.channels.items():
-            big = self.channels[name]
-            if any(a > b for a, b in zip(small, big)):
-                raise ConfigError(f"cannot embed an ETN with {name} {small} per l into one "
-                                  f"with {name} {big}")
+        self.check_embeddable(other)
+        theirs = other.config
         old_cores = [layout.tensor(flat) for layout, flat in zip(other.layouts, other.cores)]
         new_cores = [layout.tensor(flat) for layout, flat in zip(self.layouts, self.cores)]
-        for k, (old, new) in enumerate(zip(old_cores, new_cores)):
-            for key, block in old.blocks.items():
-                target = new.blocks.get(key)
-                if target is None or any(a > b for a, b in zip(block.shape, target.shape)):
-                    raise ConfigError(f"core {k}: block {key} of shape {tuple(block.shape)} "
-                                      "does not fit this ETN's bonds")
 
         def corner(new: torch.Tensor, old: torch.Tensor) -> None:
             new[tuple(slice(0, n) for n in old.shape)] = old.to(new)  # dtype and device

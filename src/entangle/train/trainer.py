@@ -661,6 +661,8 @@ def fit_etn(config: dict[str, Any], out_dir: str | Path, *, progress: bool = Tru
     etn_cfg = ETNConfig(species=species, reference_energies=refs, train_reference=trainable,
                         **model_cfg)
     model = ETNPotential(etn_cfg)
+    if start_from is not None:  # before the batches are prepared
+        model.check_embeddable(start_from)
     trainer = _train(model, train, valid, train_cfg, Path(out_dir), resume, start_from)
     model.cpu()
     metrics: dict[str, Any] = {
