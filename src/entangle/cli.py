@@ -88,10 +88,12 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         from entangle.train.nnmpo_trainer import fit_h2co as fit
     elif task == "etn":
         from entangle.train.trainer import fit_etn as fit
+    elif task == "etn_grow":
+        from entangle.train.hyper import grow_etn as fit
     elif task == "descriptor":
         from entangle.train.descriptor_fit import fit_descriptor_model as fit
     else:
-        raise ConfigError(f"{args.config}: unknown task {task!r} (nnmpo, etn or descriptor)")
+        raise ConfigError(f"{args.config}: unknown task {task!r} (nnmpo, etn, etn_grow or descriptor)")
     metrics = fit(config, out)
     _write_json(out / "metrics.json", metrics)
     _print_json(metrics)

@@ -47,10 +47,11 @@ def trained_small(data) -> ETNPotential:
 GROWN = dict(n_rad=7, L=3, spec_rank=2, rad_rank=3, ett_rank=3, seed=5)
 
 
-def test_embedded_model_reproduces_the_small_one():
+@pytest.mark.parametrize("d", [3, 5])  # same order, and two extra cores passing the value
+def test_embedded_model_reproduces_the_small_one(d):
     data = structures()
     small = trained_small(data)
-    big = standardized(etn(**GROWN), data[:1])  # other data: the copy must win
+    big = standardized(etn(**GROWN, d=d), data[:1])  # other data: the copy must win
     big.embed(small, padding_scale=0.0)
     assert big.n_parameters() > 2 * small.n_parameters()
     for want, got in zip(small.predict(data, stress=True), big.predict(data, stress=True)):
@@ -59,10 +60,11 @@ def test_embedded_model_reproduces_the_small_one():
             assert np.abs(want[key]).max() > 1e-3  # a nontrivial comparison
 
 
-def test_padding_is_small_and_every_new_coefficient_trains():
+@pytest.mark.parametrize("d", [3, 4])
+def test_padding_is_small_and_every_new_coefficient_trains(d):
     data = structures()
     small = trained_small(data)
-    big = standardized(etn(**GROWN), data)
+    big = standardized(etn(**GROWN, d=d), data)
     big.embed(small)  # default padding
     want = np.array([out["energy"] for out in small.predict(data)])
     got = np.array([out["energy"] for out in big.predict(data)])
@@ -79,7 +81,7 @@ def test_padding_is_small_and_every_new_coefficient_trains():
 
 
 @pytest.mark.parametrize("change, match", [
-    (dict(r_cut=5.0), "r_cut"), (dict(d=4), "d="), (dict(L=1), "L=2"),
+    (dict(r_cut=5.0), "r_cut"), (dict(d=2), "d=3 into one with d=2"), (dict(L=1), "L=2"),
     (dict(rad_rank=1), "rad_rank"), (dict(species=[29]), "species"),
 ])
 def test_incompatible_models_are_refused(change, match):

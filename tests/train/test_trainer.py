@@ -286,22 +286,6 @@ def test_errors_by_config_type_add_up_to_the_whole(small):
     assert np.abs(f_pred - f_ref).mean() == pytest.approx(again["force_mae_ev_per_a"], rel=1e-10)
 
 
-def test_hyperparameter_growth_follows_eq49(small, tmp_path):
-    from entangle.train.hyper import grow_hyperparameters
-    train, valid = small
-    base = dict(species=[29, 79], r_cut=4.0, r_min=1.5, feature_scale=20.0,
-                reference_energies=fit_reference_energies(train, [29, 79]))
-    cfg = TrainConfig(optimizer="lbfgs", max_steps=2, batch_size=8,
-                      weights=LossWeights(forces=0.01))
-    path = grow_hyperparameters(train[:4], valid[:2], base, cfg, n_iterations=1, n_restarts=1,
-                                start=(3, 1, 1, 1, 1, 1), out_dir=tmp_path)
-    step = path[1]
-    assert step["gradient"] == max(c["gradient"] for c in step["candidates"])
-    assert step["n_parameters"] > path[0]["n_parameters"]
-    assert (tmp_path / "pareto.png").stat().st_size > 1000
-    assert json.loads((tmp_path / "pareto.json").read_text())[0]["hyper"] == [3, 1, 1, 1, 1, 1]
-
-
 def test_lbfgs_line_search_moves(small):
     # regression: torch's L-BFGS with max_iter=1 and its default max_eval gives the strong-Wolfe
     # search no evaluation, so every rejected first trial step became a zero step (no progress)

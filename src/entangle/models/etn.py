@@ -192,6 +192,9 @@ def _core_legs(config: ETNConfig, phys: Sectors) -> list[tuple[Sectors, Sectors,
             for k in range(d)]
 
 
+_SCALAR_KEY = ((0, 1), (0, 1), (0, 1))  # the block of a core coupling three even scalars
+
+
 class _CoreLayout:
     """Block layout of one core's flat parameter vector and its dense scatter indices."""
 
@@ -557,11 +560,10 @@ class ETNPotential(nn.Module):
         # constant input channel (Remark 4) is 1 in every core, so E_i = 1 + O(init_scale)
         # and every core gets a nonzero gradient (a product of random cores sits near the
         # saddle at zero); the 1 eV per atom is taken off the reference energies
-        scalar = ((0, 1), (0, 1), (0, 1))
         for layout, flat in zip(self.layouts, self.cores):
-            if scalar in layout.keys:
+            if _SCALAR_KEY in layout.keys:
                 with torch.no_grad():
-                    flat[layout.offsets[layout.keys.index(scalar)]] = 1.0
+                    flat[layout.offsets[layout.keys.index(_SCALAR_KEY)]] = 1.0
         energies = torch.tensor(config.reference_energies, dtype=torch.float64) - 1.0
         if config.train_reference:
             self.reference = nn.Parameter(energies)
@@ -650,12 +652,14 @@ class ETNPotential(nn.Module):
     def check_embeddable(self, other: ETNPotential) -> None:
         """Raise :class:`ConfigError` naming the mismatch if :meth:`embed` cannot take ``other``."""
         mine, theirs = self.config, other.config
-        for name in ("species", "d", "r_cut", "r_min", "feature_scale"):
+        for name in ("species", "r_cut", "r_min", "feature_scale"):
             if getattr(mine, name) != getattr(theirs, name):
                 raise ConfigError(f"cannot embed an ETN with {name}={getattr(theirs, name)!r} "
                                   f"into one with {name}={getattr(mine, name)!r}")
-        if theirs.L > mine.L:
-            raise ConfigError(f"cannot embed an ETN with L={theirs.L} into one with L={mine.L}")
+        for name in ("d", "L"):
+            if getattr(theirs, name) > getattr(mine, name):
+                raise ConfigError(f"cannot embed an ETN with {name}={getattr(theirs, name)} "
+                                  f"into one with {name}={getattr(mine, name)}")
         for name, small in other.channels.items():
             big = self.channels[name]
             if any(a > b for a, b in zip(small, big)):
@@ -667,17 +671,23 @@ class ETNPotential(nn.Module):
                 if target is None or any(a > b for a, b in zip(shape, target)):
                     raise ConfigError(f"core {k}: block {key} of shape {shape} "
                                       "does not fit this ETN's bonds")
+        for k in range(theirs.d, mine.d):
+            if _SCALAR_KEY not in self.layouts[k].keys:
+                raise ConfigError(f"core {k} has no scalar (l = 0, even) bond sector to pass "
+                                  "the smaller ETN's value through")
 
     @torch.no_grad()
     def embed(self, other: ETNPotential, padding_scale: float = 0.01) -> None:
         """Start from a trained, smaller ETN: this model then computes ``other``'s energies.
 
-        ``other`` must have the same species, ``d``, radial interval and ``feature_scale``, and
-        at most this model's ``L`` and channels per ``l`` (radial functions, species and radial
-        ranks, bond channels of every sector; :meth:`check_embeddable`). Its coefficients
-        fill the leading corner of every block (``A_l``, ``B_l``, cores), its reference energies
-        and descriptor standardisation are copied, so call :meth:`standardize` first (it sets
-        the new channels). New ``B_l`` entries that feed the old features are zero, the other
+        ``other`` must have the same species, radial interval and ``feature_scale``, and at
+        most this model's ``d``, ``L`` and channels per ``l`` (radial functions, species and
+        radial ranks, bond channels of every sector; :meth:`check_embeddable`). Its
+        coefficients fill the leading corner of every block (``A_l``, ``B_l``, its ``d``
+        cores), its reference energies and descriptor standardisation are copied, so call
+        :meth:`standardize` first (it sets the new channels). Extra cores pass the value
+        through: their scalar path (constant input channel, Remark 4) is 1, which multiplies
+        the old last core's output in bond channel ``(l=0, 0)``. New ``B_l`` entries that feed the old features are zero, the other
         new ``A_l``, ``B_l`` entries keep their random start, and the new core entries this
         model's random start times ``padding_scale`` (new bond channels must not sit at the
         zero saddle). ``padding_scale=0`` reproduces ``other`` to rounding; the default changes
@@ -697,10 +707,13 @@ class ETNPotential(nn.Module):
             corner(self.A[l], other.A[l])
             self.B[l][:other.B[l].shape[0]].zero_()  # old features see only the old channels
             corner(self.B[l], other.B[l])
-        for flat, old, new in zip(self.cores, old_cores, new_cores):
-            flat.mul_(padding_scale)  # the blocks of ``new`` are views of ``flat``
+        for flat in self.cores:
+            flat.mul_(padding_scale)  # the blocks of ``new_cores`` are views of ``flat``
+        for old, new in zip(old_cores, new_cores):
             for key, block in old.blocks.items():
                 corner(new.blocks[key], block)
+        for k in range(theirs.d, self.config.d):
+            new_cores[k].blocks[_SCALAR_KEY][0, 0, 0] = 1.0  # coupling(0, 0, 0) = 1
         self.reference.copy_(other.reference)
         start_new = start_old = 0
         n_types = self.n_species ** 2

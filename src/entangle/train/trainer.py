@@ -50,7 +50,7 @@ from entangle.models.etn import ETNConfig, ETNGeometry, ETNPotential
 from entangle.train.losses import ErrorAccumulator, LossWeights, potential_loss
 
 __all__ = ["TrainConfig", "Trainer", "PreparedBatch", "prepare_batches", "predict_batch",
-           "fit_reference_energies", "fit_etn", "stratified_split", "evaluate_etn",
+           "fit_reference_energies", "ETNSetup", "etn_setup", "fit_etn", "stratified_split", "evaluate_etn",
            "evaluate_model", "evaluate_structures", "mean_neighbours"]
 
 
@@ -574,34 +574,28 @@ def _load_data(spec: Any) -> Dataset:
     return load(spec)
 
 
-def fit_etn(config: dict[str, Any], out_dir: str | Path, *, progress: bool = True
-            ) -> dict[str, Any]:
-    """Fit an ETN potential from a config dict and write it to ``out_dir``.
+@dataclass
+class ETNSetup:
+    """What an ETN fit config resolves to (:func:`etn_setup`)."""
 
-    Config keys (YAML in ``examples/mlearn_*_etn.yaml``)::
+    train: Dataset
+    valid: Dataset
+    test: Dataset | None
+    model: dict[str, Any]  # ETNConfig fields, species and reference energies included
+    train_config: TrainConfig
+    resume: bool
+    start_from: ETNPotential | None
 
-        data:  {train: SPEC, test: SPEC (optional), valid_fraction: 0.1, seed: 0,
-                valid_size: N (optional, exact count instead of the fraction),
-                stratify: false (true: valid_fraction of every config_type,
-                :func:`stratified_split`)}
-        model: ETNConfig fields except species/reference_energies (species from the data)
-        reference: "fitted" | "averaged" | {"isolated": {symbol_or_Z: eV, ...}}
-        train: TrainConfig fields (weights: {energy, forces, stress, energy_per_atom}),
-               plus resume: true to continue from out_dir's checkpoint
-        init:  DIR of a trained ETN to start from (optional): the model section may enlarge
-               L and the channel counts (:meth:`ETNPotential.embed`); reference energies,
-               feature_scale and the standardisation of the old channels are taken from it
 
-    ``SPEC`` is anything :func:`entangle.data.load` accepts (or a list of them). ``task``
-    (``etn``) and ``config_dir`` (added by the CLI) are accepted and otherwise ignored.
-    Returns the metrics dict that is also written to ``out_dir/metrics.json``
-    (``valid``/``test`` error dicts, parameter count, history length, wall time); also writes
-    ``parity.png`` (validation and test energies and forces) and ``learning_curve.png``.
-    """
+def etn_setup(config: dict[str, Any], progress: bool = True, task: str = "etn",
+              extra_keys: frozenset[str] = frozenset()) -> ETNSetup:
+    """Check an ETN fit config (see :func:`fit_etn`), load its data, split off the validation
+    set and fit the reference energies; ``extra_keys`` are further top-level keys the caller
+    reads itself (``task``'s own section)."""
     check_keys(config, {"data", "model", "reference", "train", "init", "seed", "task",
-                        "config_dir"}, "config")
-    if config.get("task", "etn") != "etn":
-        raise ConfigError(f"fit_etn needs task: etn, got {config['task']!r}")
+                        "config_dir"} | extra_keys, "config")
+    if config.get("task", task) != task:
+        raise ConfigError(f"this fit needs task: {task}, got {config['task']!r}")
     data_cfg = dict(config.get("data", {}))
     check_keys(data_cfg, {"train", "test", "valid_fraction", "valid_size", "stratify", "seed"},
                "config.data")
@@ -611,9 +605,6 @@ def fit_etn(config: dict[str, Any], out_dir: str | Path, *, progress: bool = Tru
                | {"resume"}, "config.train")
     if "train" not in data_cfg:
         raise ConfigError("config needs data.train")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    start = time.time()
     full = _load_data(data_cfg["train"])
     frac = float(data_cfg.get("valid_fraction", 0.1))
     seed = int(data_cfg.get("seed", config.get("seed", 0)))
@@ -658,12 +649,44 @@ def fit_etn(config: dict[str, Any], out_dir: str | Path, *, progress: bool = Tru
     train_cfg = TrainConfig(**{"progress": progress, **train_options})
     if not train_cfg.standardize:  # otherwise the descriptors are standardised instead
         model_cfg.setdefault("feature_scale", mean_neighbours(train, r_cut))
-    etn_cfg = ETNConfig(species=species, reference_energies=refs, train_reference=trainable,
-                        **model_cfg)
-    model = ETNPotential(etn_cfg)
-    if start_from is not None:  # before the batches are prepared
-        model.check_embeddable(start_from)
-    trainer = _train(model, train, valid, train_cfg, Path(out_dir), resume, start_from)
+    model_cfg.update(species=species, reference_energies=refs, train_reference=trainable)
+    return ETNSetup(train, valid, test, model_cfg, train_cfg, resume, start_from)
+
+
+def fit_etn(config: dict[str, Any], out_dir: str | Path, *, progress: bool = True
+            ) -> dict[str, Any]:
+    """Fit an ETN potential from a config dict and write it to ``out_dir``.
+
+    Config keys (YAML in ``examples/mlearn_*_etn.yaml``)::
+
+        data:  {train: SPEC, test: SPEC (optional), valid_fraction: 0.1, seed: 0,
+                valid_size: N (optional, exact count instead of the fraction),
+                stratify: false (true: valid_fraction of every config_type,
+                :func:`stratified_split`)}
+        model: ETNConfig fields except species/reference_energies (species from the data)
+        reference: "fitted" | "averaged" | {"isolated": {symbol_or_Z: eV, ...}}
+        train: TrainConfig fields (weights: {energy, forces, stress, energy_per_atom}),
+               plus resume: true to continue from out_dir's checkpoint
+        init:  DIR of a trained ETN to start from (optional): the model section may enlarge
+               L and the channel counts (:meth:`ETNPotential.embed`); reference energies,
+               feature_scale and the standardisation of the old channels are taken from it
+
+    ``SPEC`` is anything :func:`entangle.data.load` accepts (or a list of them). ``task``
+    (``etn``) and ``config_dir`` (added by the CLI) are accepted and otherwise ignored.
+    Returns the metrics dict that is also written to ``out_dir/metrics.json``
+    (``valid``/``test`` error dicts, parameter count, history length, wall time); also writes
+    ``parity.png`` (validation and test energies and forces) and ``learning_curve.png``.
+    """
+    start = time.time()
+    setup = etn_setup(config, progress)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = ETNPotential(ETNConfig(**setup.model))
+    if setup.start_from is not None:  # before the batches are prepared
+        model.check_embeddable(setup.start_from)
+    train, valid, test = setup.train, setup.valid, setup.test
+    train_cfg = setup.train_config
+    trainer = _train(model, train, valid, train_cfg, out_dir, setup.resume, setup.start_from)
     model.cpu()
     metrics: dict[str, Any] = {
         "n_parameters": model.n_parameters(), "n_train": len(train), "n_valid": len(valid),
