@@ -12,9 +12,10 @@ from entangle import io
 from entangle.cli import main
 from entangle.data import read_extxyz
 from entangle.errors import ConfigError
+from entangle.models.etn import ETNConfig
 from entangle.train.hyper import HYPER_NAMES, grow_etn, grow_hyperparameters
-from entangle.train.trainer import TrainConfig, fit_reference_energies
 from entangle.train.losses import LossWeights
+from entangle.train.trainer import TrainConfig, fit_reference_energies
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "emt_cuau.extxyz"
 
@@ -104,3 +105,14 @@ def test_bad_grow_configs_are_refused_before_any_fit(small, tmp_path, change, ma
     with pytest.raises(ConfigError, match=match):
         grow_etn(config, tmp_path / "out", progress=False)
     assert not (tmp_path / "out" / "pareto.json").exists()
+
+
+def test_the_qm7_growth_example_parses():
+    config = yaml.safe_load((Path(__file__).resolve().parents[2] / "examples"
+                             / "qm7_etn_grow.yaml").read_text())
+    assert config["task"] == "etn_grow" and config["data"]["train"] == "qm7"
+    assert set(config["grow"]) == {"iterations", "restarts", "start", "warm_start"}
+    hyper = dict(zip(HYPER_NAMES, config["grow"]["start"]))
+    assert hyper == {"n_rad": 5, "d": 1, "L": 1, "spec_rank": 1, "rad_rank": 1, "ett_rank": 1}
+    ETNConfig(species=[1, 6, 7, 8, 16, 17], **config["model"], **hyper)  # [S1]
+    assert TrainConfig(**config["train"]).optimizer == "lbfgs"
