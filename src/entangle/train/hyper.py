@@ -18,7 +18,7 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,8 @@ HYPER_NAMES = ("n_rad", "d", "L", "spec_rank", "rad_rank", "ett_rank")
 def mean_validation_loss(hyper: Sequence[int], train: Sequence[Structure],
                          valid: Sequence[Structure], base: dict[str, Any],
                          train_config: TrainConfig, n_restarts: int,
-                         start_from: ETNPotential | None = None, on_fit: Any = None
+                         start_from: ETNPotential | None = None,
+                         on_fit: Callable[[], Any] | None = None
                          ) -> tuple[float, list[float], int, ETNPotential]:
     """Mean validation loss (eq. 48) of hyperparameters ``H`` over ``n_restarts`` fits.
 
