@@ -69,6 +69,15 @@ def test_warm_started_candidates_start_from_the_best_parent_fit(small):
         assert len(starts) == 12
         close = [abs(loss / parent - 1) < 1e-3 for loss in starts]
         assert all(close) if warm else not any(close)
+    step = runs[True][1]  # eq. (49) against the parent trained on from the same start
+    assert step["baseline"]["hyper"] == runs[True][0]["hyper"]
+    assert step["baseline"]["valid_losses"] == pytest.approx([parent, parent], rel=1e-6)
+    for c in step["candidates"]:
+        if c["gradient"] > -math.inf:
+            assert c["gradient"] == pytest.approx(
+                -math.log(c["mean_valid_loss"] / step["baseline"]["mean_valid_loss"])
+                / math.log(c["n_parameters"] / runs[True][0]["n_parameters"]))
+    assert "baseline" not in runs[False][1]
 
 
 def test_grow_config_through_the_cli(small, tmp_path, capsys):

@@ -76,20 +76,25 @@ def grow_hyperparameters(train: Sequence[Structure], valid: Sequence[Structure],
     every fit starts from random coefficients. With ``warm_start=True`` the candidates
     ``H + Δ_i H`` start from the best fit of ``H`` grown into them (every direction, ``d``
     included, can hold the smaller model exactly), so each step refines the model it
-    came from instead of starting over. With ``out_dir``, ``pareto.json`` and ``pareto.png``
+    came from instead of starting over. A warm candidate also gains from the extra training
+    alone, which would favour the cheapest step, so eq. (49) then compares it with ``H``
+    trained on from the same start for as long (``baseline`` in the step's record); the
+    restarts differ only in the small random start of the new coefficients and end close
+    together, so one restart is usually enough. With ``out_dir``, ``pareto.json`` and ``pareto.png``
     (validation loss vs. parameters, min/max over restarts as bars) are written there, after
     every step.
 
     Returns one record per visited ``H`` (``hyper``, ``mean_valid_loss``, ``valid_losses``,
-    ``n_parameters``, ``wall_time_s`` and, after [S1], ``gradient`` (eq. 49) and all
-    ``candidates``) and the best fitted model of the last ``H``.
+    ``n_parameters``, ``wall_time_s`` and, after [S1], ``gradient`` (eq. 49), all
+    ``candidates`` and with warm starts the ``baseline``) and the best fitted model of the
+    last ``H``.
     """
     if n_iterations < 0 or n_restarts < 1:
         raise ConfigError(f"need n_iterations >= 0 and n_restarts >= 1, got {n_iterations} "
                           f"and {n_restarts}")
     if len(start) != len(HYPER_NAMES) or min(start) < 1:
         raise ConfigError(f"start needs six positive integers {HYPER_NAMES}, got {list(start)}")
-    n_fits = n_restarts * (1 + len(HYPER_NAMES) * n_iterations)
+    n_fits = n_restarts * (1 + (len(HYPER_NAMES) + warm_start) * n_iterations)
     with tqdm(total=n_fits, desc="hyperparameter growth", unit="fit",
               disable=not progress) as bar:
         def fit(hyper: Sequence[int], start_from: ETNPotential | None
@@ -103,6 +108,9 @@ def grow_hyperparameters(train: Sequence[Structure], valid: Sequence[Structure],
         current, model = fit(start, None)
         path = [current]
         for _ in range(n_iterations):
+            baseline = current
+            if warm_start:  # the gain of training on, without a new coefficient
+                baseline, _ = fit(current["hyper"], model)
             candidates, models = [], []
             for i in range(len(HYPER_NAMES)):
                 trial = list(current["hyper"])
@@ -110,13 +118,14 @@ def grow_hyperparameters(train: Sequence[Structure], valid: Sequence[Structure],
                 record, fitted = fit(trial, model if warm_start else None)
                 n, n0 = record["n_parameters"], current["n_parameters"]
                 record["gradient"] = -(math.log(record["mean_valid_loss"])  # eq. (49)
-                                       - math.log(current["mean_valid_loss"])) \
+                                       - math.log(baseline["mean_valid_loss"])) \
                     / (math.log(n) - math.log(n0)) if n != n0 else -math.inf
                 candidates.append(record)
                 models.append(fitted)
             k = max(range(len(candidates)), key=lambda j: candidates[j]["gradient"])
             current, model = candidates[k], models[k]
-            path.append({**current, "candidates": candidates})
+            path.append({**current, "candidates": candidates,
+                         **({"baseline": baseline} if warm_start else {})})
             bar.set_postfix(H="{" + ",".join(map(str, current["hyper"])) + "}",
                             loss=f"{current['mean_valid_loss']:.4g}")
             if out_dir is not None:
