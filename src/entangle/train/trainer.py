@@ -668,7 +668,7 @@ def fit_etn(config: dict[str, Any], out_dir: str | Path, *, progress: bool = Tru
         train: TrainConfig fields (weights: {energy, forces, stress, energy_per_atom}),
                plus resume: true to continue from out_dir's checkpoint
         init:  DIR of a trained ETN to start from (optional): the model section may enlarge
-               L and the channel counts (:meth:`ETNPotential.embed`); reference energies,
+               d, L and the channel counts (:meth:`ETNPotential.embed`); reference energies,
                feature_scale and the standardisation of the old channels are taken from it
 
     ``SPEC`` is anything :func:`entangle.data.load` accepts (or a list of them). ``task``
