@@ -93,7 +93,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     elif task == "descriptor":
         from entangle.train.descriptor_fit import fit_descriptor_model as fit
     else:
-        raise ConfigError(f"{args.config}: unknown task {task!r} (nnmpo, etn, etn_grow or descriptor)")
+        raise ConfigError(f"{args.config}: unknown task {task!r} "
+                          "(nnmpo, etn, etn_grow or descriptor)")
     metrics = fit(config, out)
     _write_json(out / "metrics.json", metrics)
     _print_json(metrics)

@@ -92,6 +92,16 @@ def test_incompatible_models_are_refused(change, match):
     assert all(torch.equal(a, b) for a, b in zip(before, big.parameters()))  # untouched
 
 
+def test_an_extra_core_without_a_scalar_bond_sector_is_refused():
+    small = etn(d=2)
+    big = etn(**GROWN, d=4, bonds=[[[0, 1, 3], [1, -1, 3]], [[0, 1, 2], [1, -1, 2]],
+                                   [[1, -1, 2]]])
+    before = [p.clone() for p in big.parameters()]
+    with pytest.raises(ConfigError, match="core 2 has no scalar"):
+        big.embed(small)
+    assert all(torch.equal(a, b) for a, b in zip(before, big.parameters()))
+
+
 def test_a_core_that_does_not_fit_the_bonds_is_refused_before_any_change():
     small, big = etn(ett_rank=3), etn(**GROWN, bonds=[[[0, 1, 1], [1, -1, 1]]] * 2)
     before = [p.clone() for p in big.parameters()]

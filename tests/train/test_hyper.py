@@ -80,7 +80,7 @@ def test_warm_started_candidates_start_from_the_best_parent_fit(small):
     assert "baseline" not in runs[False][1]
 
 
-def test_grow_config_through_the_cli(small, tmp_path, capsys):
+def test_grow_config_through_the_cli(tmp_path, capsys):
     config = {
         "task": "etn_grow", "data": {"train": str(DATA), "valid_size": 3, "seed": 1},
         "model": {"r_cut": 4.0, "r_min": 1.5},

@@ -687,11 +687,12 @@ class ETNPotential(nn.Module):
         cores), its reference energies and descriptor standardisation are copied, so call
         :meth:`standardize` first (it sets the new channels). Extra cores pass the value
         through: their scalar path (constant input channel, Remark 4) is 1, which multiplies
-        the old last core's output in bond channel ``(l=0, 0)``. New ``B_l`` entries that feed the old features are zero, the other
-        new ``A_l``, ``B_l`` entries keep their random start, and the new core entries this
-        model's random start times ``padding_scale`` (new bond channels must not sit at the
-        zero saddle). ``padding_scale=0`` reproduces ``other`` to rounding; the default changes
-        energies by ~1e-4 eV per atom. Nothing changes if ``other`` does not fit.
+        the old last core's output in bond channel ``(l=0, 0)``. New ``B_l`` entries that feed
+        the old features are zero, the other new ``A_l``, ``B_l`` entries keep their random
+        start, and the new core entries this model's random start times ``padding_scale`` (new
+        bond channels must not sit at the zero saddle). ``padding_scale=0`` reproduces
+        ``other`` to rounding; the default changes energies by ~1e-4 eV per atom. Nothing
+        changes if ``other`` does not fit.
         """
         if not 0 <= padding_scale < math.inf:
             raise ConfigError(f"padding_scale must be finite and >= 0, got {padding_scale}")

@@ -56,7 +56,7 @@ def mean_validation_loss(hyper: Sequence[int], train: Sequence[Structure],
                           start_from=start_from)
         trainer.fit()
         losses.append(trainer.best_loss)
-        if best is None or trainer.best_loss < min(losses[:-1]):
+        if trainer.best_loss <= min(losses):
             best = model
         if on_fit is not None:
             on_fit()
@@ -80,9 +80,9 @@ def grow_hyperparameters(train: Sequence[Structure], valid: Sequence[Structure],
     alone, which would favour the cheapest step, so eq. (49) then compares it with ``H``
     trained on from the same start for as long (``baseline`` in the step's record); the
     restarts differ only in the small random start of the new coefficients and end close
-    together, so one restart is usually enough. With ``out_dir``, ``pareto.json`` and ``pareto.png``
-    (validation loss vs. parameters, min/max over restarts as bars) are written there, after
-    every step.
+    together, so one restart is usually enough. With ``out_dir``, ``pareto.json`` and
+    ``pareto.png`` (validation loss vs. parameters, min/max over restarts as bars) are written
+    there, after every step.
 
     Returns one record per visited ``H`` (``hyper``, ``mean_valid_loss``, ``valid_losses``,
     ``n_parameters``, ``wall_time_s`` and, after [S1], ``gradient`` (eq. 49), all

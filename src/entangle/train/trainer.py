@@ -50,8 +50,8 @@ from entangle.models.etn import ETNConfig, ETNGeometry, ETNPotential
 from entangle.train.losses import ErrorAccumulator, LossWeights, potential_loss
 
 __all__ = ["TrainConfig", "Trainer", "PreparedBatch", "prepare_batches", "predict_batch",
-           "fit_reference_energies", "ETNSetup", "etn_setup", "fit_etn", "stratified_split", "evaluate_etn",
-           "evaluate_model", "evaluate_structures", "mean_neighbours"]
+           "fit_reference_energies", "ETNSetup", "etn_setup", "fit_etn", "stratified_split",
+           "evaluate_etn", "evaluate_model", "evaluate_structures", "mean_neighbours"]
 
 
 _MAX_LINE_SEARCH = 25  # function evaluations per L-BFGS line search
@@ -684,8 +684,7 @@ def fit_etn(config: dict[str, Any], out_dir: str | Path, *, progress: bool = Tru
     model = ETNPotential(ETNConfig(**setup.model))
     if setup.start_from is not None:  # before the batches are prepared
         model.check_embeddable(setup.start_from)
-    train, valid, test = setup.train, setup.valid, setup.test
-    train_cfg = setup.train_config
+    train, valid, test, train_cfg = setup.train, setup.valid, setup.test, setup.train_config
     trainer = _train(model, train, valid, train_cfg, out_dir, setup.resume, setup.start_from)
     model.cpu()
     metrics: dict[str, Any] = {
