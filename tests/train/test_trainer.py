@@ -53,6 +53,35 @@ def test_loss_matches_eq47_by_hand(small):
     assert float(loss.detach()) == pytest.approx(by_hand, rel=1e-12)
 
 
+def test_huber_loss_matches_its_definition_by_hand(small):
+    train, _ = small
+    model = make_model(train)
+    item = prepare_batches(train[:2], 4.0, 2)[0]
+    pred = model(item.batch, item.neighbours, forces=True)
+    e_res = pred["energy"].detach().numpy() - np.array([s.energy for s in train[:2]])
+    f_res = pred["forces"].detach().numpy() - np.concatenate([s.forces for s in train[:2]])
+    # deltas inside the residuals' range, so both branches of h are taken
+    de, df = float(np.median(np.abs(e_res))), float(np.median(np.abs(f_res)))
+    w = LossWeights(energy=1.0, forces=0.01, huber_energy=de, huber_forces=df)
+    loss, _ = potential_loss(pred, item.batch, w)
+
+    def h(r, d):
+        r = np.abs(r)
+        return np.where(r <= d, r**2, 2 * d * r - d**2)
+
+    assert float(loss.detach()) == pytest.approx(h(e_res, de).sum() + 0.01 * h(f_res, df).sum(), rel=1e-12)
+    squared, _ = potential_loss(pred, item.batch, LossWeights(energy=1.0, forces=0.01))
+    assert float(loss.detach()) < float(squared.detach())
+    huge = LossWeights(energy=1.0, forces=0.01, huber_energy=1e6, huber_forces=1e6)
+    assert float(potential_loss(pred, item.batch, huge)[0].detach()) == pytest.approx(float(squared.detach()), rel=1e-12)
+
+
+@pytest.mark.parametrize("key", ["huber_energy", "huber_forces"])
+def test_huber_delta_must_be_positive(key):
+    with pytest.raises(ConfigError, match=key):
+        LossWeights(**{key: 0.0})
+
+
 @pytest.mark.parametrize("optimizer,lr", [("lbfgs", 1.0), ("adam", 0.02)])
 def test_training_reduces_validation_error(small, optimizer, lr):
     train, valid = small

@@ -9,6 +9,12 @@ contribute. With ``energy_per_atom`` the energy residual is divided by the numbe
 (a common choice for datasets with cells of very different sizes; eq. 47 uses totals).
 Weights are in eV⁻², (eV/Å)⁻² and (eV/Å³)⁻² respectively; the paper uses ``w_e = 1``,
 ``w_f = 0.01`` (eq. 50).
+
+Optionally (not in the paper) the squares of the energy residuals and of the force components
+are replaced by the Huber function ``h_δ(r) = r²`` for ``|r| <= δ`` and ``2δ|r| - δ²`` beyond:
+residuals larger than ``δ`` then count linearly, as in a mean absolute error. A fit judged by
+its MAE gains where the errors are heavy-tailed (few atoms of hot or defected cells with large
+force errors dominate a squared loss).
 """
 
 from __future__ import annotations
@@ -29,12 +35,19 @@ EV_PER_A3_TO_GPA = 160.21766208
 
 @dataclass
 class LossWeights:
-    """Weights of eq. (47): energy (eV⁻²), forces ((eV/Å)⁻²), stress ((eV/Å³)⁻²)."""
+    """Weights of eq. (47): energy (eV⁻²), forces ((eV/Å)⁻²), stress ((eV/Å³)⁻²).
+
+    ``huber_energy`` (eV; eV/atom with ``energy_per_atom``) and ``huber_forces`` (eV/Å, per
+    Cartesian component) switch the energy and force terms from squares to the Huber function
+    with that ``δ`` (module docstring); ``None`` keeps the squares of eq. (47).
+    """
 
     energy: float = 1.0
     forces: float = 0.01
     stress: float = 0.0
     energy_per_atom: bool = False
+    huber_energy: float | None = None
+    huber_forces: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("energy", "forces", "stress"):
@@ -42,6 +55,19 @@ class LossWeights:
             if not value >= 0:
                 raise ConfigError(f"loss weight {name} must be >= 0, got {value}")
             setattr(self, name, value)
+        for name in ("huber_energy", "huber_forces"):
+            value = getattr(self, name)
+            if value is not None:
+                if not float(value) > 0:
+                    raise ConfigError(f"{name} (the Huber δ) must be > 0 or null, got {value}")
+                setattr(self, name, float(value))
+
+
+def _square_or_huber(r: torch.Tensor, delta: float | None) -> torch.Tensor:
+    """``r²``, or the Huber function ``h_δ(r)`` (equal to ``r²`` for ``|r| <= δ``)."""
+    if delta is None:
+        return r**2
+    return 2.0 * torch.nn.functional.huber_loss(r, torch.zeros_like(r), reduction="none", delta=delta)
 
 
 def potential_loss(pred: dict[str, torch.Tensor], batch: AtomsBatch, weights: LossWeights
@@ -65,9 +91,10 @@ def potential_loss(pred: dict[str, torch.Tensor], batch: AtomsBatch, weights: Lo
     if weights.energy_per_atom:
         de = de / n_atoms
     zero = de.new_zeros(())
-    parts = {"energy": weights.energy * torch.where(batch.energy_mask, w * de**2, zero).sum()}
+    de2 = _square_or_huber(de, weights.huber_energy)
+    parts = {"energy": weights.energy * torch.where(batch.energy_mask, w * de2, zero).sum()}
     if weights.forces > 0 and "forces" in pred:
-        df = ((pred["forces"] - batch.forces.to(de.dtype)) ** 2).sum(dim=1)  # [N]
+        df = _square_or_huber(pred["forces"] - batch.forces.to(de.dtype), weights.huber_forces).sum(dim=1)  # [N]
         per = de.new_zeros(de.shape[0]).index_add(0, batch.batch, df)  # [B]
         parts["forces"] = weights.forces * torch.where(batch.forces_mask, w * per, zero).sum()
     if weights.stress > 0 and "stress" in pred:
