@@ -67,7 +67,8 @@ def _square_or_huber(r: torch.Tensor, delta: float | None) -> torch.Tensor:
     """``r²``, or the Huber function ``h_δ(r)`` (equal to ``r²`` for ``|r| <= δ``)."""
     if delta is None:
         return r**2
-    return 2.0 * torch.nn.functional.huber_loss(r, torch.zeros_like(r), reduction="none", delta=delta)
+    a = r.abs()
+    return torch.where(a <= delta, r**2, 2.0 * delta * a - delta**2)
 
 
 def potential_loss(pred: dict[str, torch.Tensor], batch: AtomsBatch, weights: LossWeights
@@ -94,7 +95,8 @@ def potential_loss(pred: dict[str, torch.Tensor], batch: AtomsBatch, weights: Lo
     de2 = _square_or_huber(de, weights.huber_energy)
     parts = {"energy": weights.energy * torch.where(batch.energy_mask, w * de2, zero).sum()}
     if weights.forces > 0 and "forces" in pred:
-        df = _square_or_huber(pred["forces"] - batch.forces.to(de.dtype), weights.huber_forces).sum(dim=1)  # [N]
+        df_vec = pred["forces"] - batch.forces.to(de.dtype)  # [N, 3]
+        df = _square_or_huber(df_vec, weights.huber_forces).sum(dim=1)  # [N]
         per = de.new_zeros(de.shape[0]).index_add(0, batch.batch, df)  # [B]
         parts["forces"] = weights.forces * torch.where(batch.forces_mask, w * per, zero).sum()
     if weights.stress > 0 and "stress" in pred:
