@@ -71,6 +71,7 @@ MODELS = {  # ({N_rad, d, L, N_spec_rank, N_rad_rank, N_ett_rank}, decay_rad)
     "mlearn_Mo_large": ((12, 3, 4, 1, 6, 6), 2.0),
     "mlearn_L4": ((16, 3, 4, 1, 6, 6), 2.0),  # the L = 4 Mo and grown Ge fits (2,764 parameters)
     "mlearn_Ni": ((16, 3, 4, 1, 8, 5), 2.0),  # examples/mlearn_Ni_etn.yaml now
+    "mlearn_d4": ((16, 4, 4, 1, 6, 6), 2.0),  # L = 4 fits grown to d = 4 (Ge, Si, Mo; 6,857 params)
     "ETN2_table2": ((8, 3, 2, 3, 3, 2), 1.0),
     "ETN3_table2": ((9, 3, 5, 3, 4, 3), 1.0),
 }
