@@ -33,6 +33,11 @@ def test_bad_config_is_a_clear_error(tmp_path, capsys):
     assert "unknown task 'alchemy'" in capsys.readouterr().err
     assert main(["fit", str(tmp_path / "absent.yaml"), "--out", str(tmp_path / "out")]) == 2
     assert not (tmp_path / "out").exists()
+    nnmpo = tmp_path / "c.yaml"
+    nnmpo.write_text("task: nnmpo\n")
+    assert main(["fit", str(nnmpo), "--out", str(tmp_path / "out"), "--device", "cuda"]) == 2
+    assert "--device applies to the etn" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_evaluate_missing_model_is_a_clear_error(tmp_path, capsys):

@@ -95,6 +95,11 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     else:
         raise ConfigError(f"{args.config}: unknown task {task!r} "
                           "(nnmpo, etn, etn_grow or descriptor)")
+    if args.device is not None:
+        if task not in ("etn", "etn_grow"):
+            raise ConfigError(f"{args.config}: --device applies to the etn and etn_grow tasks, "
+                              f"not {task!r}")
+        config.setdefault("train", {})["device"] = args.device
     metrics = fit(config, out)
     _write_json(out / "metrics.json", metrics)
     _print_json(metrics)
@@ -226,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fit", help="train a model from a YAML config")
     p.add_argument("config")
     p.add_argument("--out", required=True, help="directory for model.safetensors/json, metrics.json, plots")
+    p.add_argument("--device", help="etn and etn_grow tasks: train on this torch device (e.g. cuda), "
+                                    "overriding the config's train.device")
     p.set_defaults(func=_cmd_fit)
 
     p = sub.add_parser("evaluate", help="metrics of a saved model on a dataset")

@@ -84,6 +84,51 @@ def test_ett_input_gradient_matches_autograd(cuau):
     assert torch.allclose(e2, energy, rtol=1e-12) and torch.allclose(g2, grad, rtol=1e-11)
 
 
+def large_model(d: int = 3) -> ETNPotential:
+    """Middle cores large enough (> 2^16 entries) to be contracted block by block."""
+    return ETNPotential(ETNConfig(species=[29, 79], n_rad=16, d=d, L=4, spec_rank=2, rad_rank=6,
+                                  ett_rank=6, decay_rad=2.0, r_cut=4.5, feature_scale=10.0,
+                                  init_scale=0.3))
+
+
+@pytest.mark.parametrize("d", [3, 4])
+def test_blocked_contraction_skips_only_zeros(cuau, d):
+    model = large_model(d)
+    blocks = model.core_blocks()
+    assert blocks[0] is None and all(b is not None for b in blocks[1:-1])
+    batch = AtomsBatch.from_structures([cuau])
+    geom = model.geometry(batch, neighbour_list(batch, model.config.r_cut), derivatives=True)
+    v = model.features(geom).detach()
+    cores = model.dense_cores()
+    # every entry of a middle core outside its blocks is zero
+    for core, plan in zip(cores, blocks):
+        if plan is not None:
+            mask = torch.ones_like(core, dtype=torch.bool)
+            for b in plan:
+                mask[b.rows, b.phys, b.cols] = False
+            assert core[mask].abs().max() == 0 and mask.float().mean() > 0.4
+    dense = ett_energy_and_gradient(v, [c.detach() for c in cores])
+    blocked = ett_energy_and_gradient(v, [c.detach() for c in cores], blocks=blocks)
+    for a, b in zip(dense, blocked):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-14)
+    # the training loss and its parameter gradient are the same along both paths
+    grads = []
+    for replace in (False, True):
+        model.zero_grad()
+        out = model.evaluate(geom, forces=True, stress=True,
+                             cores=model.dense_cores() if replace else None)
+        (out["energy"].sum() + out["forces"].square().sum() + out["stress"].sum()).backward()
+        grads.append([p.grad.clone() for p in model.cores])
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_large_model_is_invariant_with_forces_as_gradient(cuau):
+    model = large_model()
+    assert_invariant(model, cuau, atol=1e-10, rtol=1e-10)
+    assert_forces_are_gradient(model, cuau, n_atoms=2, atol=1e-7)
+
+
 def test_stored_jacobian_gives_the_same_forces_and_stress(cuau):
     model = model_for(3)
     batch = AtomsBatch.from_structures([cuau])

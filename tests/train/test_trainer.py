@@ -157,6 +157,14 @@ def test_single_precision_training_returns_a_float64_model(small):
         TrainConfig(dtype="float16")
 
 
+def test_bad_device_is_a_clear_error():
+    with pytest.raises(ConfigError, match="torch device"):
+        TrainConfig(device="gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA GPU"):
+            TrainConfig(device="cuda")
+
+
 def test_ema_keeps_the_moving_average_of_the_adam_steps(small, tmp_path):
     train, valid = small
     base = dict(optimizer="adam", lr=0.05, max_steps=1, batch_size=len(train), progress=False,

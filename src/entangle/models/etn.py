@@ -75,7 +75,7 @@ from entangle.data.atoms import AtomsBatch, Structure
 from entangle.data.neighbours import Neighbours, neighbour_list, pair_vectors
 from entangle.errors import ConfigError, DataError
 from entangle.io import DTYPES, register_model
-from entangle.so3.equivariant import EquivariantTensor, Sectors, coupling, decay_channels
+from entangle.so3.equivariant import EquivariantTensor, Sector, Sectors, coupling, decay_channels
 from entangle.so3.harmonics import real_spherical_harmonics, solid_harmonics
 
 __all__ = ["ETNConfig", "ETNPotential", "ETNGeometry", "etn_channels", "harmonics_with_gradient",
@@ -195,6 +195,27 @@ def _core_legs(config: ETNConfig, phys: Sectors) -> list[tuple[Sectors, Sectors,
 _SCALAR_KEY = ((0, 1), (0, 1), (0, 1))  # the block of a core coupling three even scalars
 
 
+_MIN_BLOCKED_CORE = 2**16  # entries of the smallest dense core contracted block by block
+
+
+@dataclass
+class CoreBlock:
+    """One nonzero block of a dense core: ``core[rows, phys, cols]`` (all other physical rows
+    of ``rows x cols`` are zero by the triangle and parity rules of eq. 25)."""
+
+    rows: slice
+    cols: slice
+    phys: torch.Tensor  # (n_phys,) int64 physical indices
+
+    def __post_init__(self) -> None:
+        self.row_idx = torch.arange(self.rows.start, self.rows.stop)
+        self.col_idx = torch.arange(self.cols.start, self.cols.stop)
+
+    def to(self, device: torch.device) -> None:
+        self.phys, self.row_idx, self.col_idx = (
+            t.to(device) for t in (self.phys, self.row_idx, self.col_idx))
+
+
 class _CoreLayout:
     """Block layout of one core's flat parameter vector and its dense scatter indices."""
 
@@ -234,6 +255,32 @@ class _CoreLayout:
         self.dense_idx = torch.from_numpy(cat(dense_idx, np.int64))
         self.param_idx = torch.from_numpy(cat(param_idx, np.int64))
         self.values = torch.from_numpy(cat(values, np.float64))
+        self.blocks = self._block_plan()
+
+    def _block_plan(self) -> list[CoreBlock] | None:
+        """The nonzero ``(left sector, right sector)`` blocks of the dense core, each with the
+        physical rows its triangle and parity rules allow; ``None`` for a small core (the
+        per-block overhead outweighs the saving) or when skipping the zeros would save less
+        than a fifth of the dense contraction's work."""
+        if np.prod(self.dims) < _MIN_BLOCKED_CORE:
+            return None
+        left, phys, right = self.legs
+        allowed: dict[tuple[Sector, Sector], set[Sector]] = {}
+        for s1, s2, s3 in self.keys:
+            allowed.setdefault((s1, s3), set()).add(s2)
+
+        def span(leg: Sectors, sector: Sector) -> tuple[int, int]:
+            start = leg.offsets[sector]
+            return start, start + (2 * sector[0] + 1) * leg.mult[sector]
+
+        blocks, work = [], 0
+        for (s1, s3), phys_sectors in allowed.items():
+            rows, cols = span(left, s1), span(right, s3)
+            idx = np.concatenate([np.arange(*span(phys, s2))
+                                  for s2 in sorted(phys_sectors, key=phys.offsets.get)])
+            blocks.append(CoreBlock(slice(*rows), slice(*cols), torch.from_numpy(idx)))
+            work += (rows[1] - rows[0]) * (cols[1] - cols[0]) * len(idx)
+        return blocks if work < 0.8 * np.prod(self.dims) else None
 
     def tensor(self, flat: torch.Tensor) -> EquivariantTensor:
         blocks = {key: flat[off:off + int(np.prod(shape))].reshape(shape)
@@ -254,6 +301,8 @@ class _CoreLayout:
         if self.dense_idx.device != flat.device:  # follow the module to the GPU and back
             self.dense_idx, self.param_idx, self.values = (
                 t.to(flat.device) for t in (self.dense_idx, self.param_idx, self.values))
+            for block in self.blocks or ():
+                block.to(flat.device)
         vals = self.values.to(flat.dtype) * flat[self.param_idx]  # [nnz]
         out = flat.new_zeros(int(np.prod(self.dims)))
         return out.index_add(0, self.dense_idx, vals).reshape(self.dims)
@@ -437,7 +486,9 @@ _ETT_CHUNK = 2048  # atoms per block without autograd: the per-atom matrices sta
 
 
 def ett_energy_and_gradient(v: torch.Tensor, cores: Sequence[torch.Tensor],
-                            gradient: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+                            gradient: bool = True,
+                            blocks: Sequence[Sequence[CoreBlock] | None] | None = None
+                            ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-atom ETT values (eq. 34) and their gradients with respect to the input vector.
 
     Parameters
@@ -446,6 +497,9 @@ def ett_energy_and_gradient(v: torch.Tensor, cores: Sequence[torch.Tensor],
     cores : dense cores ``(D_left, D, ..., D, D_right)`` with one physical leg, or two for a
         merged two-site core; the first has ``D_left = 1``, the last ``D_right = 1``.
     gradient : also return ``∂E_i/∂v_i``.
+    blocks : per core, its nonzero blocks (``_CoreLayout.blocks``) or ``None`` (dense); the
+        blocked contraction skips the zeros that the triangle and parity rules put in a dense
+        equivariant core (about 60 % of a middle core's work at ``L = 4, 5``).
 
     Returns
     -------
@@ -459,21 +513,35 @@ def ett_energy_and_gradient(v: torch.Tensor, cores: Sequence[torch.Tensor],
     blocks of 2,048.
     """
     n = v.shape[0]
+    blocks = [None] * len(cores) if blocks is None else blocks
+    if len(blocks) != len(cores):
+        raise ConfigError(f"{len(blocks)} block plans for {len(cores)} cores")
     if n > _ETT_CHUNK and not torch.is_grad_enabled():
-        parts = [_ett(v[start:start + _ETT_CHUNK], cores, gradient)
+        parts = [_ett(v[start:start + _ETT_CHUNK], cores, gradient, blocks)
                  for start in range(0, n, _ETT_CHUNK)]
         return (torch.cat([p[0] for p in parts]),
                 torch.cat([p[1] for p in parts]) if gradient else None)
-    return _ett(v, cores, gradient)
+    return _ett(v, cores, gradient, blocks)
 
 
-def _ett(v: torch.Tensor, cores: Sequence[torch.Tensor], gradient: bool
+def _block_matrices(core: torch.Tensor, blocks: Sequence[CoreBlock]) -> list[torch.Tensor]:
+    """Each block of ``core`` as a ``(n_phys, rows x cols)`` matrix."""
+    return [core[b.rows, :, b.cols].index_select(1, b.phys).transpose(0, 1).flatten(1)
+            for b in blocks]
+
+
+def _ett(v: torch.Tensor, cores: Sequence[torch.Tensor], gradient: bool,
+         blocks: Sequence[Sequence[CoreBlock] | None]
          ) -> tuple[torch.Tensor, torch.Tensor | None]:
     n, dim = v.shape
-    mats = []
-    for core in cores:
+    block_mats = [None if b is None else _block_matrices(c, b) for c, b in zip(cores, blocks)]
+    mats: list[Any] = []  # per core: [N, Dl, Dr], or its nonzero blocks [N, rows, cols]
+    for core, plan, bmats in zip(cores, blocks, block_mats):
         dl, dr = core.shape[0], core.shape[-1]
-        if core.dim() == 3:
+        if plan is not None:
+            m = [(v.index_select(1, b.phys) @ mat).view(n, len(b.row_idx), len(b.col_idx))
+                 for b, mat in zip(plan, bmats)]
+        elif core.dim() == 3:
             m = (v @ core.transpose(0, 1).reshape(dim, dl * dr)).view(n, dl, dr)  # [N, Dl, Dr]
         elif core.dim() == 4:
             x = (v @ core.transpose(0, 1).reshape(dim, dl * dim * dr)).view(n, dl, dim, dr)
@@ -482,8 +550,8 @@ def _ett(v: torch.Tensor, cores: Sequence[torch.Tensor], gradient: bool
             raise ConfigError(f"cores need 1 or 2 physical legs, got {core.dim() - 2}")
         mats.append(m)
     rights = [v.new_ones(n, 1)]  # rights[k]: cores k.. contracted, after the reverse below
-    for m in reversed(mats):
-        rights.append((m * rights[-1][:, None, :]).sum(dim=2))  # [N, Dl]
+    for k in reversed(range(len(cores))):
+        rights.append(_matvec(mats[k], blocks[k], rights[-1], cores[k].shape[0]))  # [N, Dl]
     rights.reverse()
     energy = rights[0][:, 0]  # [N]
     if not gradient:
@@ -492,15 +560,44 @@ def _ett(v: torch.Tensor, cores: Sequence[torch.Tensor], gradient: bool
     left = v.new_ones(n, 1)  # [N, 1]
     for k, core in enumerate(cores):
         dl, dr = core.shape[0], core.shape[-1]
-        outer = (left[:, :, None] * rights[k + 1][:, None, :]).view(n, dl * dr)  # [N, Dl Dr]
-        if core.dim() == 3:
-            z = outer @ core.permute(0, 2, 1).reshape(dl * dr, dim)  # [N, D]
+        if blocks[k] is not None:  # the outer products of the environments, block by block
+            z = v.new_zeros(n, dim)
+            for b, mat in zip(blocks[k], block_mats[k]):
+                outer = left[:, b.rows, None] * rights[k + 1][:, None, b.cols]
+                z = z.index_add(1, b.phys, outer.view(n, -1) @ mat.T)
         else:
-            w = (outer @ core.permute(0, 3, 1, 2).reshape(dl * dr, dim * dim)).view(n, dim, dim)
-            z = (w * v[:, None, :]).sum(dim=2) + (w * v[:, :, None]).sum(dim=1)  # [N, D]
+            outer = (left[:, :, None] * rights[k + 1][:, None, :]).view(n, dl * dr)  # [N, Dl Dr]
+            if core.dim() == 3:
+                z = outer @ core.permute(0, 2, 1).reshape(dl * dr, dim)  # [N, D]
+            else:
+                w = (outer @ core.permute(0, 3, 1, 2).reshape(dl * dr, dim * dim)).view(
+                    n, dim, dim)
+                z = (w * v[:, None, :]).sum(dim=2) + (w * v[:, :, None]).sum(dim=1)  # [N, D]
         grad = z if grad is None else grad + z
-        left = (left[:, :, None] * mats[k]).sum(dim=1)  # [N, Dr]
+        left = _vecmat(left, mats[k], blocks[k], core.shape[-1])  # [N, Dr]
     return energy, grad
+
+
+def _matvec(m: Any, blocks: Sequence[CoreBlock] | None, r: torch.Tensor, rows: int
+            ) -> torch.Tensor:
+    """``Σ_j m[:, i, j] r[:, j]`` for a dense ``m: (N, rows, Dr)`` or its blocks."""
+    if blocks is None:
+        return torch.bmm(m, r.unsqueeze(2)).squeeze(2)
+    out = r.new_zeros(r.shape[0], rows)
+    for b, y in zip(blocks, m):
+        out = out.index_add(1, b.row_idx, torch.bmm(y, r[:, b.cols].unsqueeze(2)).squeeze(2))
+    return out
+
+
+def _vecmat(l: torch.Tensor, m: Any, blocks: Sequence[CoreBlock] | None, cols: int
+            ) -> torch.Tensor:
+    """``Σ_i l[:, i] m[:, i, j]`` for a dense ``m: (N, Dl, cols)`` or its blocks."""
+    if blocks is None:
+        return torch.bmm(l.unsqueeze(1), m).squeeze(1)
+    out = l.new_zeros(l.shape[0], cols)
+    for b, y in zip(blocks, m):
+        out = out.index_add(1, b.col_idx, torch.bmm(l[:, b.rows].unsqueeze(1), y).squeeze(1))
+    return out
 
 
 # ------------------------------------------------------------------------------------------
@@ -731,6 +828,16 @@ class ETNPotential(nn.Module):
                 start_old += n_types * n_old
             start_new += size
 
+    def core_blocks(self) -> list[list[CoreBlock] | None]:
+        """The nonzero blocks of each dense core (``None``: contracted densely).
+
+        CPU only: on a GPU the many small block products cost more in kernel launches than
+        the zeros they skip (H100: 2-4x slower training steps at ``L = 5``, see BENCHMARKS.md).
+        """
+        if self.cores[0].device.type != "cpu":
+            return [None] * len(self.layouts)
+        return [layout.blocks for layout in self.layouts]
+
     def dense_cores(self) -> list[torch.Tensor]:
         """Dense ``(D_left, D_phys, D_right)`` tensors of all cores (differentiable)."""
         return [layout.dense(flat) for layout, flat in zip(self.layouts, self.cores)]
@@ -880,8 +987,9 @@ class ETNPotential(nn.Module):
 
         ``cores`` are dense cores (default: this model's), see :func:`ett_energy_and_gradient`.
         """
+        blocks = self.core_blocks() if cores is None else None
         cores = self.dense_cores() if cores is None else cores
-        return ett_energy_and_gradient(v, cores, gradient=False)[0]
+        return ett_energy_and_gradient(v, cores, gradient=False, blocks=blocks)[0]
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, geom: ETNGeometry, *, forces: bool = True, stress: bool = False,
@@ -893,10 +1001,12 @@ class ETNPotential(nn.Module):
         """
         if (forces or stress) and not geom.has_derivatives:
             raise ConfigError("forces/stress need a geometry built with derivatives=True")
+        blocks = self.core_blocks() if cores is None else None
         cores = self.dense_cores() if cores is None else cores
         tables = self.radial_tables()
         v = self._features(geom, tables)  # [N, D]
-        atom_energy, grad = ett_energy_and_gradient(v, cores, gradient=forces or stress)
+        atom_energy, grad = ett_energy_and_gradient(v, cores, gradient=forces or stress,
+                                                    blocks=blocks)
         if reference:
             atom_energy = atom_energy + self.reference[geom.species]
         energy = atom_energy.new_zeros(geom.n_structures).index_add(

@@ -143,6 +143,13 @@ class TrainConfig:
         if self.dtype not in (None, *io.DTYPES):
             raise ConfigError(f"dtype must be one of {sorted(io.DTYPES)} or null, "
                               f"got {self.dtype!r}")
+        try:
+            device = torch.device(self.device)
+        except (RuntimeError, TypeError):
+            raise ConfigError(f"device must be a torch device such as 'cpu' or 'cuda', "
+                              f"got {self.device!r}") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"device {self.device!r}: PyTorch sees no CUDA GPU here")
 
 
 class PreparedBatch:
