@@ -112,16 +112,19 @@ def _median(fn, repeats: int) -> tuple[float, float]:
 
 
 def ett_flops(model: ETNPotential, n_atoms: int) -> int:
-    """Multiply-adds x 2 of the dense tensor-train contraction and its input gradient
-    (:func:`ett_energy_and_gradient`) for ``n_atoms`` atoms."""
+    """Multiply-adds x 2 of the tensor-train contraction and its input gradient for
+    ``n_atoms`` atoms, as :func:`ett_energy_and_gradient` does them: per core the product
+    ``M = v T`` and the gradient product ``(left ⊗ right) T`` (dense, or over the nonzero blocks
+    of ``model.core_blocks()`` alone), the two environment products and the outer product."""
     macs = 0
-    cores = model.dense_cores()
-    for k, core in enumerate(cores):
+    for core, blocks in zip(model.dense_cores(), model.core_blocks()):
         dl, dim, dr = core.shape
-        macs += dl * dim * dr + dl * dim  # right sweep: matrix product + vector contraction
-        macs += dl * dim  # gradient: left environment times the partial contraction
-        if k < len(cores) - 1:
-            macs += dl * dim * dr + dim * dr  # left sweep
+        if blocks is None:
+            product, entries = dl * dim * dr, dl * dr
+        else:
+            product = sum(len(b.row_idx) * len(b.col_idx) * len(b.phys) for b in blocks)
+            entries = sum(len(b.row_idx) * len(b.col_idx) for b in blocks)
+        macs += 2 * product + 3 * entries
     return 2 * macs * n_atoms
 
 
@@ -233,13 +236,13 @@ def etn_details(model: ETNPotential, batch: AtomsBatch, nbrs, repeats: int) -> d
     with torch.no_grad():
         geom = model.geometry(batch, nbrs)
         tables = model.radial_tables()
-        cores = model.dense_cores()
+        cores, blocks = model.dense_cores(), model.core_blocks()
         v = model._features(geom, tables)
-        _, grad = ett_energy_and_gradient(v, cores)
+        _, grad = ett_energy_and_gradient(v, cores, blocks=blocks)
         stages = {
             "geometry": lambda: model.geometry(batch, nbrs),
             "features": lambda: model._features(geom, tables),
-            "ett_contraction": lambda: ett_energy_and_gradient(v, cores),
+            "ett_contraction": lambda: ett_energy_and_gradient(v, cores, blocks=blocks),
             "pair_forces": lambda: model._pair_gradient(geom, grad, tables),
         }
         stage = {k: _median(fn, repeats) for k, fn in stages.items()}
