@@ -265,7 +265,6 @@ def timing_worker(args) -> dict:
     """Interleaved median timings of all models on both cells, per thread count."""
     out = {"wait_policy": os.environ.get("OMP_WAIT_POLICY", "libgomp default"),
            "load_average_start": os.getloadavg(), "runs": {}}
-    mace_ok = bool(args.mace)  # main() refuses to start when MACE is asked for but missing
     cells = {kind: cell(kind) for kind in SYSTEMS}
     for threads in args.threads:
         torch.set_num_threads(threads)
@@ -285,7 +284,7 @@ def timing_worker(args) -> dict:
                 models[name] = run_etn
                 info[name] = {"kind": "ETN", "n_parameters": etn.n_parameters(),
                               **etn_details(etn, batch, nbrs, args.repeats)}
-            if mace_ok:
+            if args.mace:  # main() refuses to start when MACE is asked for but missing
                 data = mace_inputs(batch, nbrs, species)
                 for variant in args.mace:
                     mace = build_mace(variant, species, len(nbrs) / n)

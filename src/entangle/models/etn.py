@@ -201,7 +201,8 @@ _MIN_BLOCKED_CORE = 2**16  # entries of the smallest dense core contracted block
 @dataclass
 class CoreBlock:
     """One nonzero block of a dense core: ``core[rows, phys, cols]`` (all other physical rows
-    of ``rows x cols`` are zero by the triangle and parity rules of eq. 25)."""
+    of ``rows x cols`` are zero by the triangle and parity rules of eq. 25). Its index tensors
+    stay on the CPU, the only device the blocked contraction runs on."""
 
     rows: slice
     cols: slice
@@ -210,10 +211,6 @@ class CoreBlock:
     def __post_init__(self) -> None:
         self.row_idx = torch.arange(self.rows.start, self.rows.stop)
         self.col_idx = torch.arange(self.cols.start, self.cols.stop)
-
-    def to(self, device: torch.device) -> None:
-        self.phys, self.row_idx, self.col_idx = (
-            t.to(device) for t in (self.phys, self.row_idx, self.col_idx))
 
 
 class _CoreLayout:
@@ -301,8 +298,6 @@ class _CoreLayout:
         if self.dense_idx.device != flat.device:  # follow the module to the GPU and back
             self.dense_idx, self.param_idx, self.values = (
                 t.to(flat.device) for t in (self.dense_idx, self.param_idx, self.values))
-            for block in self.blocks or ():
-                block.to(flat.device)
         vals = self.values.to(flat.dtype) * flat[self.param_idx]  # [nnz]
         out = flat.new_zeros(int(np.prod(self.dims)))
         return out.index_add(0, self.dense_idx, vals).reshape(self.dims)
